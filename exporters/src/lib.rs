@@ -1,0 +1,19 @@
+//! Lookout's exporters. Each one implements only `Exporter::export`; the
+//! queue, retries and timeouts come from the shared exporter helper.
+
+pub mod blackhole;
+pub mod debug;
+pub mod file;
+pub mod otlp;
+
+use lookout_pipelines::ExporterFactory;
+
+/// Every exporter type this crate provides.
+pub fn factories() -> Vec<ExporterFactory> {
+    vec![
+        blackhole::factory(),
+        debug::factory(),
+        file::factory(),
+        otlp::factory(),
+    ]
+}

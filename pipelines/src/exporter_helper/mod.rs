@@ -1,0 +1,348 @@
+//! The exporter helper, shared by every exporter as the collector's
+//! `exporterhelper` is: a bounded sending queue, consumers that send from
+//! it, a timeout per attempt, and retries with backoff that honour the
+//! server's Retry-After. Exporters implement only `Exporter::export`.
+
+pub mod queue;
+pub mod retry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::component::{BuildError, ComponentId, ExportError, Exporter, parse_config};
+use crate::payload::Payload;
+use crate::telemetry::health::{HealthReporter, Status};
+use crate::telemetry::metrics::ExporterMetrics;
+pub use queue::{MemoryQueue, PushError, Queue, QueuedRequest, Sizer, WhenFull};
+pub use retry::{Backoff, RetryConfig};
+
+/// `sending_queue`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Off: no buffering beyond the requests being sent, and the pipeline
+    /// waits for the exporter.
+    pub enabled: bool,
+    /// Requests sent concurrently.
+    pub num_consumers: usize,
+    /// Capacity in `sizer` units.
+    pub queue_size: usize,
+    pub sizer: Sizer,
+    pub when_full: WhenFull,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 20_000,
+            sizer: Sizer::Items,
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The helper's part of an exporter's config: `timeout`, `sending_queue`
+/// and `retry_on_failure`, as in the collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterHelperConfig {
+    /// Per attempt.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub sending_queue: QueueConfig,
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+}
+
+impl Default for ExporterHelperConfig {
+    fn default() -> Self {
+        ExporterHelperConfig {
+            timeout: default_timeout(),
+            sending_queue: QueueConfig::default(),
+            retry_on_failure: RetryConfig::default(),
+        }
+    }
+}
+
+const HELPER_KEYS: [&str; 3] = ["timeout", "sending_queue", "retry_on_failure"];
+
+impl ExporterHelperConfig {
+    /// Takes the helper's keys out of an exporter's raw config and returns
+    /// them parsed, with the rest for the exporter's own factory.
+    pub fn split_from(raw: Value) -> Result<(ExporterHelperConfig, Value), BuildError> {
+        let mut own = match raw {
+            Value::Null => serde_yaml::Mapping::new(),
+            Value::Mapping(map) => map,
+            _ => return Err(BuildError::new("expected a mapping")),
+        };
+        let mut helper = serde_yaml::Mapping::new();
+        for key in HELPER_KEYS {
+            if let Some(value) = own.remove(key) {
+                helper.insert(Value::String(key.to_string()), value);
+            }
+        }
+        let config: ExporterHelperConfig = parse_config(Value::Mapping(helper))?;
+        config.check()?;
+        Ok((config, Value::Mapping(own)))
+    }
+
+    fn check(&self) -> Result<(), BuildError> {
+        if self.timeout.is_zero() {
+            return Err(BuildError::at(&["timeout"], "must be above zero"));
+        }
+        if self.sending_queue.num_consumers == 0 {
+            return Err(BuildError::at(
+                &["sending_queue", "num_consumers"],
+                "must be at least 1",
+            ));
+        }
+        if self.sending_queue.queue_size == 0 {
+            return Err(BuildError::at(
+                &["sending_queue", "queue_size"],
+                "must be at least 1",
+            ));
+        }
+        self.retry_on_failure
+            .check()
+            .map_err(|message| BuildError::at(&["retry_on_failure"], message))
+    }
+
+    fn queue(&self) -> (Arc<dyn Queue>, Sizer) {
+        let queue = &self.sending_queue;
+        if queue.enabled {
+            (
+                Arc::new(MemoryQueue::new(queue.queue_size, queue.when_full)),
+                queue.sizer,
+            )
+        } else {
+            let capacity = queue.num_consumers;
+            (
+                Arc::new(MemoryQueue::new(capacity, WhenFull::Block)),
+                Sizer::Requests,
+            )
+        }
+    }
+}
+
+/// What pipelines hold to hand payloads to an exporter. Cloned into every
+/// pipeline that lists the exporter.
+#[derive(Clone)]
+pub struct ExporterHandle {
+    pub id: ComponentId,
+    queue: Arc<dyn Queue>,
+    sizer: Sizer,
+    metrics: ExporterMetrics,
+    hard_stop: CancellationToken,
+}
+
+impl ExporterHandle {
+    /// Queues a payload. With `when_full: block` this waits for room (or
+    /// the shutdown deadline); a refusal is counted, never silent.
+    pub async fn enqueue(&self, payload: Arc<Payload>) {
+        let items = payload.item_count();
+        let signal = payload.signal();
+        let size = self.sizer.measure(&payload, items);
+        let request = QueuedRequest {
+            payload,
+            items,
+            size,
+        };
+        let pushed = tokio::select! {
+            pushed = self.queue.push(request) => pushed,
+            _ = self.hard_stop.cancelled() => {
+                self.metrics.enqueue_failed(signal, items);
+                tracing::error!(exporter = %self.id, items, "shutdown deadline passed while waiting for queue room; data dropped");
+                return;
+            }
+        };
+        match pushed {
+            Ok(()) => self.metrics.queue_size.set(self.queue.size() as f64),
+            Err(PushError::Full(request)) => {
+                self.metrics.enqueue_failed(signal, request.items);
+                tracing::debug!(exporter = %self.id, items = request.items, "sending queue full; data dropped");
+            }
+            Err(PushError::Closed(request)) => {
+                self.metrics.enqueue_failed(signal, request.items);
+                tracing::error!(exporter = %self.id, items = request.items, "sending queue closed; data dropped");
+            }
+        }
+    }
+}
+
+/// An exporter with its queue and consumers running.
+pub struct RunningExporter {
+    handle: ExporterHandle,
+    exporter: Arc<dyn Exporter>,
+    consumers: Vec<JoinHandle<()>>,
+    health: HealthReporter,
+}
+
+/// Starts the exporter and the consumers of its queue.
+pub async fn start(
+    id: ComponentId,
+    exporter: Box<dyn Exporter>,
+    config: ExporterHelperConfig,
+    health: HealthReporter,
+    hard_stop: CancellationToken,
+) -> anyhow::Result<RunningExporter> {
+    let exporter: Arc<dyn Exporter> = Arc::from(exporter);
+    exporter
+        .start()
+        .await
+        .map_err(|err| err.context(format!("exporter {id} failed to start")))?;
+    let (queue, sizer) = config.queue();
+    let metrics = ExporterMetrics::new(&id);
+    metrics.queue_capacity.set(queue.capacity() as f64);
+    metrics.queue_size.set(0.0);
+    let handle = ExporterHandle {
+        id: id.clone(),
+        queue,
+        sizer,
+        metrics,
+        hard_stop,
+    };
+    let sender = Arc::new(Sender {
+        handle: handle.clone(),
+        exporter: exporter.clone(),
+        timeout: config.timeout,
+        retry: config.retry_on_failure,
+        health: health.clone(),
+    });
+    let consumers = (0..config.sending_queue.num_consumers)
+        .map(|_| tokio::spawn(sender.clone().consume()))
+        .collect();
+    health.ok();
+    Ok(RunningExporter {
+        handle,
+        exporter,
+        consumers,
+        health,
+    })
+}
+
+impl RunningExporter {
+    pub fn handle(&self) -> ExporterHandle {
+        self.handle.clone()
+    }
+
+    /// Closes the queue, lets the consumers send what is left until the
+    /// hard stop, counts anything still unsent, and shuts the exporter down.
+    pub async fn stop(self) {
+        let handle = &self.handle;
+        self.health.set(Status::Stopping, None);
+        handle.queue.close();
+        for consumer in self.consumers {
+            let _ = consumer.await;
+        }
+        let remaining = handle.queue.take_remaining();
+        if !remaining.is_empty() {
+            let items: usize = remaining.iter().map(|r| r.items).sum();
+            for request in &remaining {
+                handle
+                    .metrics
+                    .send_failed(request.payload.signal(), request.items);
+            }
+            tracing::error!(exporter = %handle.id, items, "shutdown deadline passed; queued data not delivered");
+        }
+        handle.metrics.queue_size.set(0.0);
+        if let Err(err) = self.exporter.shutdown().await {
+            tracing::error!(exporter = %handle.id, error = %err, "exporter failed to shut down cleanly");
+        }
+    }
+}
+
+/// Sends requests from the queue, one at a time per consumer.
+struct Sender {
+    handle: ExporterHandle,
+    exporter: Arc<dyn Exporter>,
+    timeout: Duration,
+    retry: RetryConfig,
+    health: HealthReporter,
+}
+
+enum Outcome {
+    Sent,
+    Failed(String),
+}
+
+impl Sender {
+    async fn consume(self: Arc<Self>) {
+        let queue = &self.handle.queue;
+        loop {
+            let request = tokio::select! {
+                request = queue.pop() => request,
+                _ = self.handle.hard_stop.cancelled() => None,
+            };
+            let Some(request) = request else { break };
+            let signal = request.payload.signal();
+            match self.deliver(&request.payload).await {
+                Outcome::Sent => {
+                    self.handle.metrics.sent(signal, request.items);
+                    self.health.ok();
+                }
+                Outcome::Failed(reason) => {
+                    self.handle.metrics.send_failed(signal, request.items);
+                    tracing::error!(exporter = %self.handle.id, items = request.items, reason = %reason, "dropping data that could not be sent");
+                    self.health.degraded(reason);
+                }
+            }
+            queue.done(&request);
+            self.handle.metrics.queue_size.set(queue.size() as f64);
+        }
+    }
+
+    async fn deliver(&self, payload: &Payload) -> Outcome {
+        let started = Instant::now();
+        let mut backoff = Backoff::new(&self.retry);
+        let hard_stop = &self.handle.hard_stop;
+        loop {
+            let attempt = tokio::select! {
+                attempt = tokio::time::timeout(self.timeout, self.exporter.export(payload)) => attempt,
+                _ = hard_stop.cancelled() => return Outcome::Failed("shutdown deadline passed".into()),
+            };
+            let (reason, retry_after) = match attempt {
+                Ok(Ok(())) => return Outcome::Sent,
+                Ok(Err(ExportError::Permanent { reason })) => {
+                    return Outcome::Failed(format!("permanent error: {reason}"));
+                }
+                Ok(Err(ExportError::Transient {
+                    reason,
+                    retry_after,
+                })) => (reason, retry_after),
+                Err(_) => (format!("timed out after {:?}", self.timeout), None),
+            };
+            if !self.retry.enabled {
+                return Outcome::Failed(format!("{reason} (retries disabled)"));
+            }
+            let wait = backoff.next_wait().max(retry_after.unwrap_or_default());
+            if let Some(max_elapsed) = self.retry.max_elapsed()
+                && started.elapsed() + wait > max_elapsed
+            {
+                return Outcome::Failed(format!("{reason}; gave up after {:?}", started.elapsed()));
+            }
+            tracing::warn!(exporter = %self.handle.id, reason = %reason, wait = ?wait, "export failed; will retry");
+            self.handle.metrics.retries.increment(1);
+            self.health.degraded(reason);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = hard_stop.cancelled() => return Outcome::Failed("shutdown deadline passed".into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,327 @@
+//! OTLP/HTTP: `POST /v1/{traces,metrics,logs}` with protobuf or JSON bodies,
+//! optionally gzip or deflate. Answers follow the OTLP spec: the response
+//! message (with partial success) in the request's encoding on 200, and a
+//! `google.rpc.Status` on errors.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use lookout_pipelines::component::ServeFuture;
+use lookout_pipelines::telemetry::metrics::ReceiverMetrics;
+use lookout_pipelines::{Consumers, ReceiverContext, Refused, Signal};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tokio::net::TcpListener;
+
+use super::HttpConfig;
+use super::decode::{self, Rejected};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+struct HttpState {
+    consumers: Consumers,
+    metrics: ReceiverMetrics,
+    max_body: usize,
+    retry_after: HeaderValue,
+}
+
+pub async fn start(
+    config: &HttpConfig,
+    retry_after: Duration,
+    ctx: &ReceiverContext,
+) -> anyhow::Result<ServeFuture> {
+    let listener = TcpListener::bind(&config.endpoint)
+        .await
+        .with_context(|| format!("cannot listen for OTLP/HTTP on {}", config.endpoint))?;
+    let local_addr = listener.local_addr()?;
+    let retry_seconds = retry_after.as_secs().max(1);
+    let state = Arc::new(HttpState {
+        consumers: ctx.consumers.clone(),
+        metrics: ReceiverMetrics::new(&ctx.id, "http"),
+        max_body: config.max_request_body_size,
+        retry_after: HeaderValue::from(retry_seconds),
+    });
+    let app = Router::new()
+        .route(
+            "/v1/traces",
+            post(|s, h, b| handle(s, h, b, Signal::Traces)),
+        )
+        .route(
+            "/v1/metrics",
+            post(|s, h, b| handle(s, h, b, Signal::Metrics)),
+        )
+        .route("/v1/logs", post(|s, h, b| handle(s, h, b, Signal::Logs)))
+        .with_state(state);
+    let shutdown = ctx.shutdown.clone();
+    tracing::info!(receiver = %ctx.id, endpoint = %local_addr, "OTLP/HTTP listening");
+    Ok(Box::pin(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .context("OTLP/HTTP server failed")
+    }))
+}
+
+async fn handle(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Body,
+    signal: Signal,
+) -> Response {
+    let encoding = match request_encoding(&headers) {
+        Some(encoding) => encoding,
+        None => {
+            return plain_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported Content-Type: use application/x-protobuf or application/json",
+            );
+        }
+    };
+    let Some(consumer) = state.consumers.get(signal) else {
+        return status_error(
+            encoding,
+            StatusCode::NOT_FOUND,
+            &format!("no pipeline takes {signal} from this receiver"),
+        );
+    };
+    let body = match read_body(&headers, body, state.max_body).await {
+        Ok(body) => body,
+        Err((status, message)) => return status_error(encoding, status, &message),
+    };
+    let decoded = match encoding {
+        Encoding::Protobuf => decode::decode_protobuf(signal, &body),
+        Encoding::Json => decode::decode_json(signal, &body),
+    };
+    let payload = match decoded {
+        Ok(payload) => payload,
+        Err(message) => return status_error(encoding, StatusCode::BAD_REQUEST, &message),
+    };
+    match super::ingest(consumer, &state.metrics, payload) {
+        Ok(rejected) => success(signal, encoding, &rejected),
+        Err(Refused::Full) => {
+            let mut response = status_error(
+                encoding,
+                StatusCode::TOO_MANY_REQUESTS,
+                "the pipeline is full; retry later",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, state.retry_after.clone());
+            response
+        }
+        Err(Refused::Closed) => status_error(
+            encoding,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down",
+        ),
+    }
+}
+
+fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let media_type = content_type.split(';').next()?.trim();
+    if media_type.eq_ignore_ascii_case("application/x-protobuf") {
+        Some(Encoding::Protobuf)
+    } else if media_type.eq_ignore_ascii_case("application/json") {
+        Some(Encoding::Json)
+    } else {
+        None
+    }
+}
+
+/// Reads and decompresses the body, refusing anything over `limit` bytes
+/// before or after decompression.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, (StatusCode, String)> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let raw: Bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
+        if is_length_limit(&err) {
+            too_large()
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {err}"),
+            )
+        }
+    })?;
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let decoder: Box<dyn Read + '_> = match content_encoding.as_str() {
+        "" | "identity" => return Ok(raw.to_vec()),
+        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(&raw[..])),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
+        other => {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding `{other}`: use gzip, deflate or none"),
+            ));
+        }
+    };
+    let mut decompressed = Vec::with_capacity(raw.len() * 4);
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut decompressed)
+        .map_err(|err| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("malformed {content_encoding} body: {err}"),
+            )
+        })?;
+    if decompressed.len() > limit {
+        return Err(too_large());
+    }
+    Ok(decompressed)
+}
+
+fn is_length_limit(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = source {
+        if current.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+fn success(signal: Signal, encoding: Encoding, rejected: &Rejected) -> Response {
+    let count = rejected.count as i64;
+    let message = rejected.message.clone();
+    let body = match (signal, encoding) {
+        (Signal::Traces, _) => {
+            let response = ExportTraceServiceResponse {
+                partial_success: (count > 0).then_some(ExportTracePartialSuccess {
+                    rejected_spans: count,
+                    error_message: message,
+                }),
+            };
+            encode_response(encoding, &response)
+        }
+        (Signal::Metrics, _) => {
+            let response = ExportMetricsServiceResponse {
+                partial_success: (count > 0).then_some(ExportMetricsPartialSuccess {
+                    rejected_data_points: count,
+                    error_message: message,
+                }),
+            };
+            encode_response(encoding, &response)
+        }
+        (Signal::Logs, _) => {
+            let response = ExportLogsServiceResponse {
+                partial_success: (count > 0).then_some(ExportLogsPartialSuccess {
+                    rejected_log_records: count,
+                    error_message: message,
+                }),
+            };
+            encode_response(encoding, &response)
+        }
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
+}
+
+fn encode_response<M: Message + serde::Serialize>(encoding: Encoding, message: &M) -> Vec<u8> {
+    match encoding {
+        Encoding::Protobuf => message.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec()),
+    }
+}
+
+/// An error as the OTLP spec asks: a `google.rpc.Status` in the request's
+/// encoding, whose message is one line a person can read.
+fn status_error(encoding: Encoding, status: StatusCode, message: &str) -> Response {
+    let code = grpc_code(status) as i32;
+    let body = match encoding {
+        Encoding::Protobuf => tonic_types::Status {
+            code,
+            message: message.to_string(),
+            details: Vec::new(),
+        }
+        .encode_to_vec(),
+        Encoding::Json => serde_json::json!({ "code": code, "message": message })
+            .to_string()
+            .into_bytes(),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
+}
+
+/// When the content type itself is unknown, a Status cannot be encoded in it.
+fn plain_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
+}
+
+fn grpc_code(status: StatusCode) -> tonic::Code {
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            tonic::Code::InvalidArgument
+        }
+        StatusCode::NOT_FOUND => tonic::Code::Unimplemented,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
+            tonic::Code::ResourceExhausted
+        }
+        StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    }
+}

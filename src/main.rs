@@ -1,0 +1,127 @@
+//! The `lookout` daemon: CLI and wiring. Which components exist is decided
+//! here; how they connect is the topology's business.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lookout_pipelines::Components;
+use lookout_pipelines::config::{self, Diagnostic, Severity};
+use lookout_pipelines::telemetry::logging;
+use lookout_pipelines::topology::Topology;
+
+#[derive(Parser)]
+#[command(
+    name = "lookout",
+    version,
+    about = "A telemetry pipeline daemon for LLM and agent workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run(ConfigArg),
+    /// Check a config file, list every problem, and exit non-zero on errors.
+    Validate(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The YAML config file.
+    #[arg(long, short, default_value = "config.yaml", env = "LOOKOUT_CONFIG")]
+    config: PathBuf,
+}
+
+/// Every component type this binary knows.
+fn components() -> Components {
+    Components {
+        receivers: lookout_receivers::factories(),
+        processors: lookout_processors::factories(),
+        exporters: lookout_exporters::factories(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Validate(arg)) => validate(&arg.config),
+        Some(Command::Run(arg)) => run(&arg.config),
+        None => run(Path::new("config.yaml")),
+    }
+}
+
+fn print_diagnostics(path: &Path, diagnostics: &[Diagnostic]) {
+    for diagnostic in diagnostics {
+        eprintln!("{}: {diagnostic}", path.display());
+    }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    let loaded = config::load_file(path, &components());
+    print_diagnostics(path, &loaded.diagnostics);
+    let errors = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    if errors > 0 {
+        eprintln!("{}: {errors} error(s)", path.display());
+        ExitCode::FAILURE
+    } else {
+        println!("{}: valid", path.display());
+        ExitCode::SUCCESS
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let loaded = config::load_file(path, &components());
+    let Some(plan) = loaded.plan else {
+        print_diagnostics(path, &loaded.diagnostics);
+        eprintln!("{}: not starting: the config has errors", path.display());
+        return ExitCode::FAILURE;
+    };
+    logging::init(&plan.telemetry.logs);
+    for diagnostic in &loaded.diagnostics {
+        tracing::warn!(config = %path.display(), "{diagnostic}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(plan)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "lookout stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT, then shuts down. Returns whether every
+/// accepted item was delivered.
+async fn serve(plan: config::Plan) -> anyhow::Result<bool> {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "lookout starting");
+    let topology = Topology::start(plan).await?;
+    wait_for_signal().await?;
+    Ok(topology.shutdown().await)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
