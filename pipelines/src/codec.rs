@@ -95,6 +95,7 @@ mod tests {
                 value: Some(AnyValue {
                     value: Some(Value::IntValue(42)),
                 }),
+                ..Default::default()
             }],
             ..Default::default()
         };

@@ -17,4 +17,4 @@ pub use component::{
     Processor, ProcessorFactory, Receiver, ReceiverContext, ReceiverFactory,
 };
 pub use payload::{Payload, Signal};
-pub use stage_channel::{Consumer, Consumers, Refused};
+pub use stage_channel::{Backpressure, Consumer, Consumers, PipelineInput, Refused};

@@ -29,24 +29,45 @@ pub enum Refused {
     Closed,
 }
 
+/// Something downstream of a pipeline that can ask its receivers to refuse
+/// data for a while: an exporter queue with `when_full: block`.
+pub trait Backpressure: Send + Sync {
+    fn is_full(&self) -> bool;
+}
+
+/// The input of one pipeline, as a receiver sees it.
+#[derive(Clone)]
+pub struct PipelineInput {
+    pub sender: mpsc::Sender<Payload>,
+    pub backpressure: Vec<Arc<dyn Backpressure>>,
+}
+
 /// Feeds every pipeline of one signal that lists a receiver. A payload goes
 /// to all of them or to none, so that a client's retry never duplicates
 /// data in the pipelines that did take it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Consumer {
-    pipelines: Arc<[mpsc::Sender<Payload>]>,
+    pipelines: Arc<[PipelineInput]>,
 }
 
 impl Consumer {
-    pub fn new(pipelines: Vec<mpsc::Sender<Payload>>) -> Consumer {
+    pub fn new(pipelines: Vec<PipelineInput>) -> Consumer {
         Consumer {
             pipelines: pipelines.into(),
         }
     }
 
     pub fn try_send(&self, payload: Payload) -> Result<(), Refused> {
+        let pushing_back = self
+            .pipelines
+            .iter()
+            .flat_map(|p| &p.backpressure)
+            .any(|b| b.is_full());
+        if pushing_back {
+            return Err(Refused::Full);
+        }
         let mut permits = Vec::with_capacity(self.pipelines.len());
-        for sender in self.pipelines.iter() {
+        for PipelineInput { sender, .. } in self.pipelines.iter() {
             match sender.try_reserve() {
                 Ok(permit) => permits.push(permit),
                 Err(mpsc::error::TrySendError::Full(())) => return Err(Refused::Full),
@@ -65,7 +86,7 @@ impl Consumer {
 }
 
 /// The consumers of one receiver, one per signal that a pipeline takes from it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Consumers {
     pub traces: Option<Consumer>,
     pub metrics: Option<Consumer>,
@@ -93,12 +114,20 @@ impl Consumers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn input(sender: mpsc::Sender<Payload>) -> PipelineInput {
+        PipelineInput {
+            sender,
+            backpressure: Vec::new(),
+        }
+    }
 
     #[tokio::test]
     async fn a_full_pipeline_refuses_for_all_so_none_gets_a_duplicate() {
         let (roomy, mut roomy_rx) = mpsc::channel(4);
         let (tight, _tight_rx) = mpsc::channel(1);
-        let consumer = Consumer::new(vec![roomy, tight]);
+        let consumer = Consumer::new(vec![input(roomy), input(tight)]);
         consumer.try_send(Payload::Traces(vec![])).unwrap();
         assert_eq!(
             consumer.try_send(Payload::Traces(vec![])),
@@ -115,10 +144,31 @@ mod tests {
     async fn a_closed_pipeline_is_reported() {
         let (sender, receiver) = mpsc::channel(1);
         drop(receiver);
-        let consumer = Consumer::new(vec![sender]);
+        let consumer = Consumer::new(vec![input(sender)]);
         assert_eq!(
             consumer.try_send(Payload::Logs(vec![])),
             Err(Refused::Closed)
         );
+    }
+
+    struct Flag(AtomicBool);
+
+    impl Backpressure for Flag {
+        fn is_full(&self) -> bool {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_blocking_exporter_queue_refuses_at_the_receiver() {
+        let (sender, _receiver) = mpsc::channel(4);
+        let flag = Arc::new(Flag(AtomicBool::new(true)));
+        let consumer = Consumer::new(vec![PipelineInput {
+            sender,
+            backpressure: vec![flag.clone()],
+        }]);
+        assert_eq!(consumer.try_send(Payload::Logs(vec![])), Err(Refused::Full));
+        flag.0.store(false, Ordering::Relaxed);
+        assert_eq!(consumer.try_send(Payload::Logs(vec![])), Ok(()));
     }
 }

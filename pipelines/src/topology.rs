@@ -31,7 +31,7 @@ use crate::component::{ComponentId, Processor, ReceiverContext};
 use crate::config::{PipelinePlan, Plan};
 use crate::exporter_helper::{self, ExporterHandle, RunningExporter};
 use crate::payload::{Payload, Signal};
-use crate::stage_channel::{Consumer, Consumers, stage_channel};
+use crate::stage_channel::{Consumer, Consumers, PipelineInput, stage_channel};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::{self, ProcessorMetrics};
 use crate::telemetry::server::{self, TelemetryServer};
@@ -78,7 +78,7 @@ impl Topology {
             exporters.insert(exporter.id, running);
         }
 
-        let mut inputs: HashMap<(ComponentId, Signal), Vec<mpsc::Sender<Payload>>> = HashMap::new();
+        let mut inputs: HashMap<(ComponentId, Signal), Vec<PipelineInput>> = HashMap::new();
         let mut stages = Vec::new();
         for pipeline in plan.pipelines {
             let spawned = spawn_pipeline(pipeline, &exporters, &hard_stop);
@@ -168,7 +168,7 @@ impl Topology {
 
 /// A pipeline's running stages and the receivers that feed its input.
 struct SpawnedPipeline {
-    input: mpsc::Sender<Payload>,
+    input: PipelineInput,
     signal: Signal,
     receivers: Vec<ComponentId>,
     tasks: Vec<JoinHandle<()>>,
@@ -202,6 +202,10 @@ fn spawn_pipeline(
         .iter()
         .filter_map(|id| exporters.get(id).map(RunningExporter::handle))
         .collect();
+    let backpressure = handles
+        .iter()
+        .filter_map(ExporterHandle::backpressure)
+        .collect();
     tasks.push(tokio::spawn(fan_out(
         next,
         handles,
@@ -209,7 +213,10 @@ fn spawn_pipeline(
         hard_stop.clone(),
     )));
     SpawnedPipeline {
-        input,
+        input: PipelineInput {
+            sender: input,
+            backpressure,
+        },
         signal,
         receivers: pipeline.receivers,
         tasks,
@@ -280,8 +287,8 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 }
 
 /// Hands each payload to every exporter of the pipeline. The payload is
-/// shared, not copied. Enqueues run concurrently, so an exporter with room
-/// gets its copy even while another waits for room.
+/// shared, not copied, and no enqueue waits: a full queue pushes back at
+/// the receivers instead, so one stuck exporter never holds up another.
 async fn fan_out(
     mut input: mpsc::Receiver<Payload>,
     exporters: Vec<ExporterHandle>,
@@ -298,7 +305,9 @@ async fn fan_out(
         };
         let Some(payload) = payload else { return };
         let payload = Arc::new(payload);
-        join_all(exporters.iter().map(|e| e.enqueue(payload.clone()))).await;
+        for exporter in &exporters {
+            exporter.enqueue(payload.clone()).await;
+        }
     }
 }
 

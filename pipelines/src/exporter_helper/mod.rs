@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::{BuildError, ComponentId, ExportError, Exporter, parse_config};
 use crate::payload::Payload;
+use crate::stage_channel::Backpressure;
 use crate::telemetry::health::{HealthReporter, Status};
 use crate::telemetry::metrics::ExporterMetrics;
 pub use queue::{MemoryQueue, PushError, Queue, QueuedRequest, Sizer, WhenFull};
@@ -120,19 +121,17 @@ impl ExporterHelperConfig {
             .map_err(|message| BuildError::at(&["retry_on_failure"], message))
     }
 
-    fn queue(&self) -> (Arc<dyn Queue>, Sizer) {
+    /// The queue, its sizer and what it does when full. Without a queue,
+    /// the exporter holds no more than the requests being sent, and pushes
+    /// back on the receivers beyond that.
+    fn queue(&self) -> (Arc<dyn Queue>, Sizer, WhenFull) {
         let queue = &self.sending_queue;
         if queue.enabled {
-            (
-                Arc::new(MemoryQueue::new(queue.queue_size, queue.when_full)),
-                queue.sizer,
-            )
+            let memory = MemoryQueue::new(queue.queue_size, queue.when_full);
+            (Arc::new(memory), queue.sizer, queue.when_full)
         } else {
-            let capacity = queue.num_consumers;
-            (
-                Arc::new(MemoryQueue::new(capacity, WhenFull::Block)),
-                Sizer::Requests,
-            )
+            let memory = MemoryQueue::new(queue.num_consumers, WhenFull::Block);
+            (Arc::new(memory), Sizer::Requests, WhenFull::Block)
         }
     }
 }
@@ -144,41 +143,48 @@ pub struct ExporterHandle {
     pub id: ComponentId,
     queue: Arc<dyn Queue>,
     sizer: Sizer,
+    when_full: WhenFull,
     metrics: ExporterMetrics,
     hard_stop: CancellationToken,
 }
 
 impl ExporterHandle {
-    /// Queues a payload. With `when_full: block` this waits for room (or
-    /// the shutdown deadline); a refusal is counted, never silent.
+    /// Queues a payload. Never waits; a refusal is counted, never silent.
     pub async fn enqueue(&self, payload: Arc<Payload>) {
         let items = payload.item_count();
-        let signal = payload.signal();
         let size = self.sizer.measure(&payload, items);
         let request = QueuedRequest {
             payload,
             items,
             size,
         };
-        let pushed = tokio::select! {
-            pushed = self.queue.push(request) => pushed,
-            _ = self.hard_stop.cancelled() => {
-                self.metrics.enqueue_failed(signal, items);
-                tracing::error!(exporter = %self.id, items, "shutdown deadline passed while waiting for queue room; data dropped");
-                return;
-            }
-        };
-        match pushed {
+        match self.queue.push(request).await {
             Ok(()) => self.metrics.queue_size.set(self.queue.size() as f64),
             Err(PushError::Full(request)) => {
-                self.metrics.enqueue_failed(signal, request.items);
+                self.metrics
+                    .enqueue_failed(request.payload.signal(), request.items);
                 tracing::debug!(exporter = %self.id, items = request.items, "sending queue full; data dropped");
             }
             Err(PushError::Closed(request)) => {
-                self.metrics.enqueue_failed(signal, request.items);
+                self.metrics
+                    .enqueue_failed(request.payload.signal(), request.items);
                 tracing::error!(exporter = %self.id, items = request.items, "sending queue closed; data dropped");
             }
         }
+    }
+
+    /// Whether the receivers feeding this exporter should refuse data now.
+    pub fn backpressure(&self) -> Option<Arc<dyn Backpressure>> {
+        (self.when_full == WhenFull::Block)
+            .then(|| Arc::new(QueueBackpressure(self.queue.clone())) as Arc<dyn Backpressure>)
+    }
+}
+
+struct QueueBackpressure(Arc<dyn Queue>);
+
+impl Backpressure for QueueBackpressure {
+    fn is_full(&self) -> bool {
+        self.0.is_full()
     }
 }
 
@@ -203,7 +209,7 @@ pub async fn start(
         .start()
         .await
         .map_err(|err| err.context(format!("exporter {id} failed to start")))?;
-    let (queue, sizer) = config.queue();
+    let (queue, sizer, when_full) = config.queue();
     let metrics = ExporterMetrics::new(&id);
     metrics.queue_capacity.set(queue.capacity() as f64);
     metrics.queue_size.set(0.0);
@@ -211,6 +217,7 @@ pub async fn start(
         id: id.clone(),
         queue,
         sizer,
+        when_full,
         metrics,
         hard_stop,
     };

@@ -38,12 +38,16 @@ impl Sizer {
     }
 }
 
-/// What `push` does when the queue has no room.
+/// What a full queue does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
-    /// Wait for room, which pushes back on the pipeline and, in the end, on
-    /// the clients (429). Nothing is lost.
+    /// Push back on the clients: while the queue is full, the receivers of
+    /// every pipeline that feeds it refuse new data (429 /
+    /// RESOURCE_EXHAUSTED). What is already inside those pipelines still
+    /// enters, so the queue may pass its capacity by at most what the
+    /// pipelines' channels hold. The fan-out never waits, so the other
+    /// exporters of the pipeline keep receiving. Nothing is lost.
     #[default]
     Block,
     /// Refuse the request, count it as `enqueue_failed`, and go on.
@@ -68,8 +72,13 @@ pub enum PushError {
 
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Adds a request, waiting for room if the queue blocks when full.
+    /// Adds a request. Never waits for room: a `block` queue takes it past
+    /// its capacity, a `drop_newest` queue refuses it.
     async fn push(&self, request: QueuedRequest) -> Result<(), PushError>;
+
+    /// At or past capacity. Receivers refuse data while a `block` queue
+    /// they feed is full.
+    fn is_full(&self) -> bool;
 
     /// The oldest request not yet handed out; `None` once the queue is
     /// closed and empty.
@@ -102,7 +111,6 @@ pub struct MemoryQueue {
     capacity: usize,
     when_full: WhenFull,
     has_requests: Notify,
-    has_room: Notify,
 }
 
 impl MemoryQueue {
@@ -116,7 +124,6 @@ impl MemoryQueue {
             capacity,
             when_full,
             has_requests: Notify::new(),
-            has_room: Notify::new(),
         }
     }
 
@@ -128,30 +135,25 @@ impl MemoryQueue {
 #[async_trait]
 impl Queue for MemoryQueue {
     async fn push(&self, request: QueuedRequest) -> Result<(), PushError> {
-        loop {
-            let room = self.has_room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            {
-                let mut state = self.state();
-                if state.closed {
-                    return Err(PushError::Closed(request));
-                }
-                // An empty queue takes a request larger than its capacity,
-                // or such a request could never be sent.
-                if state.used == 0 || state.used + request.size <= self.capacity {
-                    state.used += request.size;
-                    state.waiting.push_back(request);
-                    drop(state);
-                    self.has_requests.notify_one();
-                    return Ok(());
-                }
-                if self.when_full == WhenFull::DropNewest {
-                    return Err(PushError::Full(request));
-                }
-            }
-            room.await;
+        let mut state = self.state();
+        if state.closed {
+            return Err(PushError::Closed(request));
         }
+        // An empty queue takes a request larger than its capacity, or such
+        // a request could never be sent.
+        let fits = state.used == 0 || state.used + request.size <= self.capacity;
+        if !fits && self.when_full == WhenFull::DropNewest {
+            return Err(PushError::Full(request));
+        }
+        state.used += request.size;
+        state.waiting.push_back(request);
+        drop(state);
+        self.has_requests.notify_one();
+        Ok(())
+    }
+
+    fn is_full(&self) -> bool {
+        self.state().used >= self.capacity
     }
 
     async fn pop(&self) -> Option<QueuedRequest> {
@@ -182,14 +184,11 @@ impl Queue for MemoryQueue {
     fn done(&self, request: &QueuedRequest) {
         let mut state = self.state();
         state.used = state.used.saturating_sub(request.size);
-        drop(state);
-        self.has_room.notify_waiters();
     }
 
     fn close(&self) {
         self.state().closed = true;
         self.has_requests.notify_waiters();
-        self.has_room.notify_waiters();
     }
 
     fn take_remaining(&self) -> Vec<QueuedRequest> {
@@ -215,7 +214,6 @@ impl Queue for MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn request(size: usize) -> QueuedRequest {
         QueuedRequest {
@@ -248,21 +246,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn block_waits_until_a_popped_request_is_done() {
-        let queue = Arc::new(MemoryQueue::new(10, WhenFull::Block));
-        queue.push(request(10)).await.unwrap();
-        let pusher = {
-            let queue = queue.clone();
-            tokio::spawn(async move { queue.push(request(5)).await.is_ok() })
-        };
+    async fn block_takes_past_capacity_and_reports_full_until_done() {
+        let queue = MemoryQueue::new(10, WhenFull::Block);
+        queue.push(request(8)).await.unwrap();
+        assert!(!queue.is_full());
+        queue.push(request(5)).await.unwrap();
+        assert!(queue.is_full());
         let popped = queue.pop().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(
-            !pusher.is_finished(),
-            "a request in flight still holds its room"
-        );
+        assert!(queue.is_full(), "a request in flight still holds its room");
         queue.done(&popped);
-        assert!(pusher.await.unwrap());
+        assert!(!queue.is_full());
         assert_eq!(queue.size(), 5);
     }
 
