@@ -163,12 +163,15 @@ impl Receiver for OtlpReceiver {
             None => None,
         };
         ctx.health.ok();
+        // Both servers run at once; the receiver is done when both are.
+        let servers: Vec<_> = [http, grpc]
+            .into_iter()
+            .flatten()
+            .map(tokio::spawn)
+            .collect();
         Ok(Box::pin(async move {
-            if let Some(http) = http {
-                http.await?;
-            }
-            if let Some(grpc) = grpc {
-                grpc.await?;
+            for server in servers {
+                server.await??;
             }
             Ok(())
         }))

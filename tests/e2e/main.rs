@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `lookout` binary, real clients, real sockets
+//! on loopback. Each test starts its own daemon on free ports in a temp
+//! directory.
+
+mod harness;
+
+mod backpressure;
+mod http_protocol;
+mod python_sdk;
+mod retry;
+mod self_telemetry;
+mod shutdown;
+mod validate;
