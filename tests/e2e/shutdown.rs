@@ -1,1 +1,62 @@
+//! Done-when 6: SIGTERM with data still queued: every accepted span reaches
+//! the file exporter before the daemon exits.
 
+use reqwest::StatusCode;
+
+use crate::harness::{Daemon, read_file_output, span_id_counts, spans, traces_body};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_every_accepted_span_to_the_file() {
+    // A batch timeout far longer than the test: only the shutdown flush can
+    // deliver what the batch processor holds.
+    let config = "\
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: {http}
+      grpc:
+        endpoint: {grpc}
+processors:
+  batch:
+    send_batch_size: 100000
+    timeout: 1h
+exporters:
+  file:
+    path: {dir}/out.jsonl
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [file]
+  telemetry:
+    metrics:
+      endpoint: {telemetry}
+  shutdown_timeout: 20s
+";
+    let mut daemon = Daemon::start(config).await;
+    let client = reqwest::Client::new();
+    let mut accepted = 0;
+    for batch in 0..50 {
+        let response = client
+            .post(daemon.http_url("/v1/traces"))
+            .header("Content-Type", "application/x-protobuf")
+            .body(traces_body(spans(batch, 100, 200)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        accepted += 100;
+    }
+    assert!(
+        read_file_output(&daemon.path("out.jsonl")).is_empty(),
+        "nothing is written before the shutdown flush"
+    );
+    let status = daemon.terminate().await;
+    assert!(status.success(), "clean shutdown:\n{}", daemon.log());
+    let counts = span_id_counts(&read_file_output(&daemon.path("out.jsonl")));
+    assert_eq!(counts.len(), accepted);
+    assert!(counts.values().all(|&n| n == 1));
+    assert!(daemon.log().contains("shutdown complete"));
+}

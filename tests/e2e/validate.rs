@@ -1,1 +1,81 @@
+//! Done-when 7: `lookout validate` names the path and line of a typo'd key
+//! and exits non-zero; the shipped config.yaml is valid.
 
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::lookout_bin;
+
+#[test]
+fn a_typo_is_reported_with_its_path_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("typo.yaml");
+    std::fs::write(
+        &config,
+        "\
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpiont: 0.0.0.0:4318
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+",
+    )
+    .unwrap();
+    let output = Command::new(lookout_bin())
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 5: receivers.otlp.protocols.http.endpiont: unknown field `endpiont`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+    let output = Command::new(lookout_bin())
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn run_refuses_to_start_on_a_broken_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broken.yaml");
+    std::fs::write(&config, "receivers: {}\nservice:\n  pipelines: {}\n").unwrap();
+    let output = Command::new(lookout_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not starting"));
+}
+
+#[test]
+fn version_is_printed() {
+    let output = Command::new(lookout_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("lookout "));
+}
