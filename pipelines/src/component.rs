@@ -249,6 +249,10 @@ pub trait Exporter: Send + Sync + 'static {
 
 type BuildFn<T> = fn(&ComponentId, serde_yaml::Value) -> Result<T, BuildError>;
 
+/// Processors are built per pipeline, so they learn its signal.
+type ProcessorBuildFn =
+    fn(&ComponentId, serde_yaml::Value, Signal) -> Result<Box<dyn Processor>, BuildError>;
+
 /// Builds receivers of one type.
 pub struct ReceiverFactory {
     pub kind: &'static str,
@@ -261,8 +265,7 @@ pub struct ReceiverFactory {
 pub struct ProcessorFactory {
     pub kind: &'static str,
     pub signals: &'static [Signal],
-    pub build:
-        fn(&ComponentId, serde_yaml::Value, Signal) -> Result<Box<dyn Processor>, BuildError>,
+    pub build: ProcessorBuildFn,
 }
 
 /// Builds exporters of one type. The keys `sending_queue`, `retry_on_failure`

@@ -49,9 +49,8 @@ impl fmt::Display for Diagnostic {
             Severity::Warning => "warning",
         };
         write!(f, "{severity}: ")?;
-        match self.line {
-            Some(line) => write!(f, "line {line}: ")?,
-            None => {}
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
         }
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
@@ -330,10 +329,10 @@ fn resolve(
         .into_iter()
         .filter_map(|(key, raw)| resolve_pipeline(&key, raw, &definitions, report))
         .collect::<Vec<_>>();
-    let plan = definitions.build_used(&pipelines, report);
+    let used = definitions.build_used(&pipelines, report);
     Some(Plan {
-        receivers: plan.0,
-        exporters: plan.1,
+        receivers: used.receivers,
+        exporters: used.exporters,
         pipelines,
         telemetry: service.telemetry,
         shutdown_timeout: service.shutdown_timeout,
@@ -452,11 +451,7 @@ impl Definitions<'_> {
 
     /// Builds every used receiver and exporter once, and warns about the
     /// declared ones that no pipeline uses.
-    fn build_used(
-        &self,
-        pipelines: &[PipelinePlan],
-        report: &mut Report,
-    ) -> (Vec<(ComponentId, Box<dyn Receiver>)>, Vec<ExporterPlan>) {
+    fn build_used(&self, pipelines: &[PipelinePlan], report: &mut Report) -> UsedComponents {
         let used = |kind: ComponentKind, id: &ComponentId| {
             pipelines.iter().any(|p| match kind {
                 ComponentKind::Receiver => p.receivers.contains(id),
@@ -519,8 +514,17 @@ impl Definitions<'_> {
                 Err(err) => report.build_error(&prefix, err),
             }
         }
-        (receivers, exporters)
+        UsedComponents {
+            receivers,
+            exporters,
+        }
     }
+}
+
+/// The receivers and exporters that some pipeline uses, built.
+struct UsedComponents {
+    receivers: Vec<(ComponentId, Box<dyn Receiver>)>,
+    exporters: Vec<ExporterPlan>,
 }
 
 fn resolve_pipeline(

@@ -1,6 +1,15 @@
 //! Decoding OTLP requests into payloads, and the checks both transports share.
 
 use lookout_pipelines::{Payload, Signal, codec};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
 
 pub fn decode_protobuf(signal: Signal, body: &[u8]) -> Result<Payload, String> {
     codec::decode_protobuf(signal, body)
@@ -49,6 +58,47 @@ pub fn reject_invalid(payload: &mut Payload) -> Rejected {
         message: format!(
             "{count} span(s) rejected: trace_id must be 16 bytes and span_id 8 bytes, neither all zero"
         ),
+    }
+}
+
+/// The OTLP responses, with a partial success only when something was
+/// rejected.
+impl Rejected {
+    fn partial(self) -> Option<(i64, String)> {
+        (self.count > 0).then_some((self.count as i64, self.message))
+    }
+
+    pub fn into_trace_response(self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: self.partial().map(|(rejected_spans, error_message)| {
+                ExportTracePartialSuccess {
+                    rejected_spans,
+                    error_message,
+                }
+            }),
+        }
+    }
+
+    pub fn into_metrics_response(self) -> ExportMetricsServiceResponse {
+        ExportMetricsServiceResponse {
+            partial_success: self.partial().map(|(rejected_data_points, error_message)| {
+                ExportMetricsPartialSuccess {
+                    rejected_data_points,
+                    error_message,
+                }
+            }),
+        }
+    }
+
+    pub fn into_logs_response(self) -> ExportLogsServiceResponse {
+        ExportLogsServiceResponse {
+            partial_success: self.partial().map(|(rejected_log_records, error_message)| {
+                ExportLogsPartialSuccess {
+                    rejected_log_records,
+                    error_message,
+                }
+            }),
+        }
     }
 }
 

@@ -13,19 +13,19 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
@@ -131,12 +131,7 @@ impl TraceService for Ingest {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let rejected = self.push(Payload::Traces(request.into_inner().resource_spans))?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (rejected.count > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: rejected.count as i64,
-                error_message: rejected.message,
-            }),
-        }))
+        Ok(Response::new(rejected.into_trace_response()))
     }
 }
 
@@ -147,12 +142,7 @@ impl MetricsService for Ingest {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let rejected = self.push(Payload::Metrics(request.into_inner().resource_metrics))?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (rejected.count > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: rejected.count as i64,
-                error_message: rejected.message,
-            }),
-        }))
+        Ok(Response::new(rejected.into_metrics_response()))
     }
 }
 
@@ -163,11 +153,6 @@ impl LogsService for Ingest {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let rejected = self.push(Payload::Logs(request.into_inner().resource_logs))?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (rejected.count > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: rejected.count as i64,
-                error_message: rejected.message,
-            }),
-        }))
+        Ok(Response::new(rejected.into_logs_response()))
     }
 }

@@ -17,15 +17,6 @@ use axum::routing::post;
 use lookout_pipelines::component::ServeFuture;
 use lookout_pipelines::telemetry::metrics::ReceiverMetrics;
 use lookout_pipelines::{Consumers, ReceiverContext, Refused, Signal};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
 use prost::Message;
 use tokio::net::TcpListener;
 
@@ -126,7 +117,7 @@ async fn handle(
         Err(message) => return status_error(encoding, StatusCode::BAD_REQUEST, &message),
     };
     match super::ingest(consumer, &state.metrics, payload) {
-        Ok(rejected) => success(signal, encoding, &rejected),
+        Ok(rejected) => success(signal, encoding, rejected),
         Err(Refused::Full) => {
             let mut response = status_error(
                 encoding,
@@ -232,37 +223,11 @@ fn is_length_limit(err: &axum::Error) -> bool {
     false
 }
 
-fn success(signal: Signal, encoding: Encoding, rejected: &Rejected) -> Response {
-    let count = rejected.count as i64;
-    let message = rejected.message.clone();
-    let body = match (signal, encoding) {
-        (Signal::Traces, _) => {
-            let response = ExportTraceServiceResponse {
-                partial_success: (count > 0).then_some(ExportTracePartialSuccess {
-                    rejected_spans: count,
-                    error_message: message,
-                }),
-            };
-            encode_response(encoding, &response)
-        }
-        (Signal::Metrics, _) => {
-            let response = ExportMetricsServiceResponse {
-                partial_success: (count > 0).then_some(ExportMetricsPartialSuccess {
-                    rejected_data_points: count,
-                    error_message: message,
-                }),
-            };
-            encode_response(encoding, &response)
-        }
-        (Signal::Logs, _) => {
-            let response = ExportLogsServiceResponse {
-                partial_success: (count > 0).then_some(ExportLogsPartialSuccess {
-                    rejected_log_records: count,
-                    error_message: message,
-                }),
-            };
-            encode_response(encoding, &response)
-        }
+fn success(signal: Signal, encoding: Encoding, rejected: Rejected) -> Response {
+    let body = match signal {
+        Signal::Traces => encode_response(encoding, &rejected.into_trace_response()),
+        Signal::Metrics => encode_response(encoding, &rejected.into_metrics_response()),
+        Signal::Logs => encode_response(encoding, &rejected.into_logs_response()),
     };
     (
         StatusCode::OK,
