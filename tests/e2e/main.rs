@@ -5,6 +5,7 @@
 mod harness;
 
 mod backpressure;
+mod forward;
 mod http_protocol;
 mod python_sdk;
 mod retry;

@@ -79,3 +79,47 @@ fn version_is_printed() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("lookout "));
 }
+
+#[test]
+fn every_component_type_validates_without_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("all.yaml");
+    std::fs::write(
+        &config,
+        "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+processors:
+  batch:
+exporters:
+  otlp/grpc:
+    endpoint: http://127.0.0.1:1
+  otlp/http:
+    endpoint: http://127.0.0.1:1
+    protocol: http/protobuf
+  file:
+    path: /nonexistent/dir/out.jsonl
+  debug:
+  blackhole:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [otlp/grpc, otlp/http, file, debug, blackhole]
+",
+    )
+    .unwrap();
+    let output = Command::new(lookout_bin())
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,6 +1,7 @@
 //! OTLP/gRPC.
 
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use lookout_pipelines::{BuildError, ExportError, Payload};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -18,7 +19,10 @@ use tonic_types::StatusExt;
 use super::{Compression, OtlpExporterConfig, invalid, log_partial_success};
 
 pub struct GrpcTransport {
-    channel: Channel,
+    endpoint: Endpoint,
+    /// Made by `start`: a channel needs the runtime, which a factory,
+    /// run by `lookout validate` too, does not have.
+    channel: OnceLock<Channel>,
     metadata: MetadataMap,
     compression: Option<CompressionEncoding>,
 }
@@ -36,13 +40,18 @@ impl GrpcTransport {
             metadata.insert(key, value);
         }
         Ok(GrpcTransport {
-            // Connects on first use and reconnects by itself, so a gateway
-            // that is down at start is a transient error, not a failed start.
-            channel: endpoint.connect_lazy(),
+            endpoint,
+            channel: OnceLock::new(),
             metadata,
             compression: (config.compression == Compression::Gzip)
                 .then_some(CompressionEncoding::Gzip),
         })
+    }
+
+    /// Connects on first use and reconnects by itself, so a gateway that
+    /// is down at start is a transient error, not a failed start.
+    pub fn start(&self) {
+        let _ = self.channel.set(self.endpoint.connect_lazy());
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
@@ -52,7 +61,11 @@ impl GrpcTransport {
     }
 
     pub async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
-        let channel = self.channel.clone();
+        let channel = self
+            .channel
+            .get()
+            .cloned()
+            .ok_or_else(|| ExportError::permanent("the exporter was not started"))?;
         match payload {
             Payload::Traces(resources) => {
                 let mut client = TraceServiceClient::new(channel);

@@ -86,6 +86,13 @@ pub struct OtlpExporter {
 
 #[async_trait]
 impl Exporter for OtlpExporter {
+    async fn start(&self) -> anyhow::Result<()> {
+        if let Transport::Grpc(grpc) = &self.transport {
+            grpc.start();
+        }
+        Ok(())
+    }
+
     async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
         match &self.transport {
             Transport::Grpc(grpc) => grpc.export(payload).await,
