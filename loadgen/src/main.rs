@@ -6,7 +6,6 @@
 //! sending. Span ids therefore repeat once the pool has been sent.
 
 mod raw_grpc;
-mod workload;
 
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use workload::{Generator, WorkloadConfig};
+use lookout_loadgen::workload::{Generator, WorkloadConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -34,7 +34,7 @@ pub fn factory() -> ExporterFactory {
         build: |_id: &ComponentId, raw| {
             let config: OtlpExporterConfig = parse_config(raw)?;
             let transport = match config.protocol {
-                Protocol::Grpc => Transport::Grpc(grpc::GrpcTransport::new(&config)?),
+                Protocol::Grpc => Transport::Grpc(Box::new(grpc::GrpcTransport::new(&config)?)),
                 Protocol::HttpProtobuf => Transport::Http(http::HttpTransport::new(&config)?),
             };
             Ok(Box::new(OtlpExporter { transport }))
@@ -76,7 +76,7 @@ fn invalid(field: &str, message: impl Into<String>) -> BuildError {
 }
 
 enum Transport {
-    Grpc(grpc::GrpcTransport),
+    Grpc(Box<grpc::GrpcTransport>),
     Http(http::HttpTransport),
 }
 
