@@ -9,7 +9,9 @@
 //!                                                           └▶ consumers ─▶ Exporter::export
 //! ```
 //!
-//! Receivers refuse (429) when a pipeline's first channel is full. An
+//! Receivers refuse (429) when a pipeline's first channel is full, when an
+//! exporter queue with `when_full: block` is full, or when the process is
+//! over `service.memory_limit_mib`. An
 //! exporter is started once however many pipelines list it, and its queue
 //! is shared by them. Shutdown runs front to back: receivers stop
 //! accepting, each stage flushes when its input closes, exporter queues
@@ -30,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 use crate::component::{ComponentId, Processor, ReceiverContext};
 use crate::config::{PipelinePlan, Plan};
 use crate::exporter_helper::{self, ExporterHandle, RunningExporter};
+use crate::memory_limiter::MemoryLimiter;
 use crate::payload::{Payload, Signal};
-use crate::stage_channel::{Consumer, Consumers, PipelineInput, stage_channel};
+use crate::stage_channel::{Backpressure, Consumer, Consumers, PipelineInput, stage_channel};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::{self, ProcessorMetrics};
 use crate::telemetry::server::{self, TelemetryServer};
@@ -78,10 +81,14 @@ impl Topology {
             exporters.insert(exporter.id, running);
         }
 
+        let memory_limiter = plan.memory_limit_mib.map(|limit| {
+            MemoryLimiter::start(limit, stop_telemetry.clone()) as Arc<dyn Backpressure>
+        });
         let mut inputs: HashMap<(ComponentId, Signal), Vec<PipelineInput>> = HashMap::new();
         let mut stages = Vec::new();
         for pipeline in plan.pipelines {
-            let spawned = spawn_pipeline(pipeline, &exporters, &hard_stop);
+            let mut spawned = spawn_pipeline(pipeline, &exporters, &hard_stop);
+            spawned.input.backpressure.extend(memory_limiter.clone());
             stages.extend(spawned.tasks);
             for receiver in spawned.receivers {
                 inputs

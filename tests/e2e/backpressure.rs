@@ -215,3 +215,38 @@ async fn drop_newest_never_pushes_back_and_counts_the_drops() {
     assert!(dropped >= 8_000.0, "dropped {dropped}");
     daemon.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_the_memory_limit_every_request_is_refused() {
+    // Any process is over 1 MiB resident, so the limiter refuses from its
+    // first sample on: what matters is that a refusal is a 429 and that
+    // nothing gets in.
+    let config = crate::harness::FILE_PIPELINE
+        .replace("  telemetry:", "  memory_limit_mib: 1\n  telemetry:");
+    let mut daemon = Daemon::start(&config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(daemon.http_url("/v1/traces"))
+        .header("Content-Type", "application/x-protobuf")
+        .body(traces_body(spans(1, 10, 10)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let metrics = client
+        .get(format!("http://{}/metrics", daemon.telemetry))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("lookout_memory_limit_exceeded 1"),
+        "{metrics}"
+    );
+    assert!(daemon.terminate().await.success());
+    assert!(read_file_output(&daemon.path("out.jsonl")).is_empty());
+    assert!(daemon.log().contains("memory limit exceeded"));
+}

@@ -173,6 +173,9 @@ struct ServiceSection {
     /// How long SIGTERM may take to drain queues and flush exporters.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     shutdown_timeout: Duration,
+    /// Receivers refuse data while the resident memory is above this.
+    #[serde(default)]
+    memory_limit_mib: Option<u64>,
 }
 
 /// A pipeline with its components built.
@@ -198,6 +201,7 @@ pub struct Plan {
     pub pipelines: Vec<PipelinePlan>,
     pub telemetry: TelemetryConfig,
     pub shutdown_timeout: Duration,
+    pub memory_limit_mib: Option<u64>,
 }
 
 /// The outcome of loading: a plan when there was no error, and every
@@ -311,6 +315,12 @@ fn resolve(
             return None;
         }
     };
+    if service.memory_limit_mib == Some(0) {
+        report.error(
+            vec!["service".into(), "memory_limit_mib".into()],
+            "must be above zero; leave it out for no limit",
+        );
+    }
     if service.pipelines.is_empty() {
         report.error(
             vec!["service".into(), "pipelines".into()],
@@ -336,6 +346,7 @@ fn resolve(
         pipelines,
         telemetry: service.telemetry,
         shutdown_timeout: service.shutdown_timeout,
+        memory_limit_mib: service.memory_limit_mib,
     })
 }
 

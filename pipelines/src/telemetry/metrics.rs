@@ -88,6 +88,15 @@ fn describe_all() {
         "lookout_exporter_queue_capacity",
         "Capacity of the exporter's sending queue, in the queue's sizer unit"
     );
+    describe_gauge!(
+        "lookout_memory_limit_exceeded",
+        "1 while the resident memory is over service.memory_limit_mib and receivers refuse data"
+    );
+    describe_gauge!(
+        "lookout_memory_limit_bytes",
+        Unit::Bytes,
+        "The configured service.memory_limit_mib, in bytes"
+    );
     describe_counter!(
         "lookout_exporter_retries_total",
         Unit::Count,
