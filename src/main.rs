@@ -37,6 +37,13 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+/// OTLP decoding allocates every string and attribute of a request, and
+/// another task frees them: glibc's malloc spent half the daemon's CPU on
+/// that pattern under load (see BENCHMARKS.md); mimalloc's per-thread
+/// free lists do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Every component type this binary knows.
 fn components() -> Components {
     Components {

@@ -18,6 +18,9 @@ use tokio::time::Instant;
 
 use lookout_loadgen::workload::{Generator, WorkloadConfig};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Protocol {

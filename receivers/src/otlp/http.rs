@@ -155,7 +155,7 @@ async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-) -> Result<Vec<u8>, (StatusCode, String)> {
+) -> Result<Bytes, (StatusCode, String)> {
     let too_large = || {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -186,7 +186,7 @@ async fn read_body(
         .trim()
         .to_ascii_lowercase();
     let decoder: Box<dyn Read + '_> = match content_encoding.as_str() {
-        "" | "identity" => return Ok(raw.to_vec()),
+        "" | "identity" => return Ok(raw),
         "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(&raw[..])),
         "deflate" => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
         other => {
@@ -209,7 +209,7 @@ async fn read_body(
     if decompressed.len() > limit {
         return Err(too_large());
     }
-    Ok(decompressed)
+    Ok(decompressed.into())
 }
 
 fn is_length_limit(err: &axum::Error) -> bool {
