@@ -10,7 +10,8 @@ this same invocation.
   CPU s / M spans  the daemon's user+system CPU time (/proc/PID/stat) per million accepted spans
   peak RSS         the daemon's VmHWM over the run
   p99 @ 50%        request latency p99 with the load offered at half the median max
-  overload         3x the median max offered open-loop; accepted, refused, peak RSS
+  overload         3x the median max as the target, 512 requests in flight; accepted,
+                   refused, peak RSS, and whether accepted = exported
 
 Run it through scripts/bench, which installs rotel and builds the binaries.
 """
@@ -34,7 +35,8 @@ GENERATOR_CORE = "0"
 # Processors of configuration (b), in pipeline order; each is included once
 # `lookout validate` knows it, so (b) grows as the issues land.
 LLM_PROCESSORS = ["genai", "pii", "cost"]
-OVERLOAD_MEMORY_LIMIT_MIB = 256
+OVERLOAD_MEMORY_LIMIT_MIB = 160
+OVERLOAD_CONCURRENCY = 512
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -212,7 +214,9 @@ class Bench:
 
     def overload(self, system, protocol, max_rate):
         limit = OVERLOAD_MEMORY_LIMIT_MIB if system != "rotel" else None
-        report = self.one_run(system, protocol, rate=3 * max_rate, concurrency=64, memory_limit=limit)
+        report = self.one_run(
+            system, protocol, rate=3 * max_rate, concurrency=OVERLOAD_CONCURRENCY, memory_limit=limit
+        )
         sent = report["accepted_spans"] + report["refused_spans"] + 100 * report["error_requests"]
         metrics = report.get("daemon_metrics") or {}
         daemon_accepted = metrics.get("lookout_receiver_accepted_spans_total")
@@ -276,8 +280,9 @@ def markdown(results, overloads, processors, info, args):
     if overloads:
         lines += [
             "",
-            "Overload: 3× the median max as the target rate, 64 requests in flight. The generator",
-            "waits for each answer, so what it could offer is shown beside the target.",
+            f"Overload: 3× the median max as the target rate, {OVERLOAD_CONCURRENCY} requests in flight, "
+            f"Lookout with `memory_limit_mib: {OVERLOAD_MEMORY_LIMIT_MIB}`.",
+            "The generator waits for each answer, so what it could offer is shown beside the target.",
             "",
             "| system | protocol | target spans/s | offered spans/s | accepted spans/s | refused spans | failed requests | peak RSS MiB | memory limit | accepted = exported |",
             "|---|---|---|---|---|---|---|---|---|---|",

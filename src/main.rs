@@ -44,6 +44,21 @@ struct ConfigArg {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_e`, which the Rust
+/// bindings do not name; the test below checks that it reads the default
+/// that mimalloc's options.c gives it.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// mimalloc keeps freed pages for a second before returning them to the OS,
+/// so after a burst the resident size stays high and a memory limiter that
+/// reads it keeps refusing data. With a limit configured, return memory at
+/// once: it costs throughput (see BENCHMARKS.md), which is why it is not
+/// the default.
+fn return_freed_memory_promptly() {
+    // SAFETY: setting an allocator option is thread-safe in mimalloc.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 /// Every component type this binary knows.
 fn components() -> Components {
     Components {
@@ -93,6 +108,9 @@ fn run(path: &Path) -> ExitCode {
         return ExitCode::FAILURE;
     };
     logging::init(&plan.telemetry.logs);
+    if plan.memory_limit_mib.is_some() {
+        return_freed_memory_promptly();
+    }
     for diagnostic in &loaded.diagnostics {
         tracing::warn!(config = %path.display(), "{diagnostic}");
     }
@@ -131,4 +149,17 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = interrupt.recv() => tracing::info!("SIGINT received"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_purge_delay_option_index_is_right() {
+        // SAFETY: reading an allocator option.
+        let default = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(
+            default, 1000,
+            "mimalloc v3's purge delay defaults to 1000 ms"
+        );
+    }
 }

@@ -1,7 +1,10 @@
 //! `service.memory_limit_mib`: the collector's memory_limiter, folded into
 //! the receivers' admission check. A sampler reads the resident set size
-//! ten times a second; while it is over the limit, every receiver refuses
-//! new data (429 / RESOURCE_EXHAUSTED) and what is inside drains.
+//! every 50 ms; while it is above the soft limit (the limit less
+//! `memory_spike_limit_mib`, 20% by default, as in the collector), every
+//! receiver refuses new data (429 / RESOURCE_EXHAUSTED) and what is inside
+//! drains. The spike allowance is room for the requests already being read
+//! when the limiter trips.
 //!
 //! Refusing at the door rather than dropping inside keeps the promise that
 //! nothing accepted is lost, and costs one atomic load per request.
@@ -15,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::stage_channel::Backpressure;
 use crate::telemetry::process;
 
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
 #[derive(Default)]
 pub struct MemoryLimiter {
@@ -29,12 +32,13 @@ impl Backpressure for MemoryLimiter {
 }
 
 impl MemoryLimiter {
-    /// Starts sampling until `stop` is cancelled.
-    pub fn start(limit_mib: u64, stop: CancellationToken) -> Arc<MemoryLimiter> {
+    /// Starts sampling until `stop` is cancelled. Refuses above
+    /// `limit_mib - spike_mib`.
+    pub fn start(limit_mib: u64, spike_mib: u64, stop: CancellationToken) -> Arc<MemoryLimiter> {
         let limiter = Arc::new(MemoryLimiter::default());
-        let limit = limit_mib * 1024 * 1024;
+        let limit = limit_mib.saturating_sub(spike_mib) * 1024 * 1024;
         let gauge = metrics::gauge!("lookout_memory_limit_exceeded");
-        metrics::gauge!("lookout_memory_limit_bytes").set(limit as f64);
+        metrics::gauge!("lookout_memory_limit_bytes").set((limit_mib * 1024 * 1024) as f64);
         let sampler = limiter.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(SAMPLE_EVERY);
@@ -57,7 +61,11 @@ impl MemoryLimiter {
                             "memory limit exceeded: refusing new data until it drains"
                         );
                     } else {
-                        tracing::info!(rss, limit, "memory back under the limit: accepting data");
+                        tracing::info!(
+                            rss,
+                            soft_limit = limit,
+                            "memory back under the limit: accepting data"
+                        );
                     }
                 }
             }

@@ -57,6 +57,15 @@ impl Consumer {
         }
     }
 
+    /// Whether a payload would be taken now. Receivers ask before reading
+    /// a request body, so that refusing under overload costs next to
+    /// nothing; `try_send` still has the last word.
+    pub fn has_room(&self) -> bool {
+        self.pipelines
+            .iter()
+            .all(|p| p.sender.capacity() > 0 && !p.backpressure.iter().any(|b| b.is_full()))
+    }
+
     pub fn try_send(&self, payload: Payload) -> Result<(), Refused> {
         let pushing_back = self
             .pipelines
@@ -167,8 +176,10 @@ mod tests {
             sender,
             backpressure: vec![flag.clone()],
         }]);
+        assert!(!consumer.has_room());
         assert_eq!(consumer.try_send(Payload::Logs(vec![])), Err(Refused::Full));
         flag.0.store(false, Ordering::Relaxed);
+        assert!(consumer.has_room());
         assert_eq!(consumer.try_send(Payload::Logs(vec![])), Ok(()));
     }
 }

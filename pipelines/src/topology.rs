@@ -81,8 +81,8 @@ impl Topology {
             exporters.insert(exporter.id, running);
         }
 
-        let memory_limiter = plan.memory_limit_mib.map(|limit| {
-            MemoryLimiter::start(limit, stop_telemetry.clone()) as Arc<dyn Backpressure>
+        let memory_limiter = plan.memory_limit_mib.map(|(limit, spike)| {
+            MemoryLimiter::start(limit, spike, stop_telemetry.clone()) as Arc<dyn Backpressure>
         });
         let mut inputs: HashMap<(ComponentId, Signal), Vec<PipelineInput>> = HashMap::new();
         let mut stages = Vec::new();

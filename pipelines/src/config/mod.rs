@@ -173,9 +173,14 @@ struct ServiceSection {
     /// How long SIGTERM may take to drain queues and flush exporters.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     shutdown_timeout: Duration,
-    /// Receivers refuse data while the resident memory is above this.
+    /// Receivers refuse data while the resident memory is above this less
+    /// `memory_spike_limit_mib`.
     #[serde(default)]
     memory_limit_mib: Option<u64>,
+    /// Headroom for requests in flight when the limit trips; 20% of the
+    /// limit by default.
+    #[serde(default)]
+    memory_spike_limit_mib: Option<u64>,
 }
 
 /// A pipeline with its components built.
@@ -201,7 +206,8 @@ pub struct Plan {
     pub pipelines: Vec<PipelinePlan>,
     pub telemetry: TelemetryConfig,
     pub shutdown_timeout: Duration,
-    pub memory_limit_mib: Option<u64>,
+    /// `(limit, spike)` in MiB, when memory is limited.
+    pub memory_limit_mib: Option<(u64, u64)>,
 }
 
 /// The outcome of loading: a plan when there was no error, and every
@@ -321,6 +327,14 @@ fn resolve(
             "must be above zero; leave it out for no limit",
         );
     }
+    if let (Some(spike), limit) = (service.memory_spike_limit_mib, service.memory_limit_mib)
+        && limit.is_none_or(|limit| spike >= limit)
+    {
+        report.error(
+            vec!["service".into(), "memory_spike_limit_mib".into()],
+            "needs memory_limit_mib, and must be below it",
+        );
+    }
     if service.pipelines.is_empty() {
         report.error(
             vec!["service".into(), "pipelines".into()],
@@ -346,7 +360,9 @@ fn resolve(
         pipelines,
         telemetry: service.telemetry,
         shutdown_timeout: service.shutdown_timeout,
-        memory_limit_mib: service.memory_limit_mib,
+        memory_limit_mib: service
+            .memory_limit_mib
+            .map(|limit| (limit, service.memory_spike_limit_mib.unwrap_or(limit / 5))),
     })
 }
 

@@ -80,6 +80,11 @@ fn describe_all() {
             help("emitted by the processor")
         );
     }
+    describe_counter!(
+        "lookout_receiver_refused_requests_total",
+        Unit::Count,
+        "Requests refused before their body was read, because a pipeline was full"
+    );
     describe_gauge!(
         "lookout_exporter_queue_size",
         "Current size of the exporter's sending queue, in the queue's sizer unit"
@@ -107,6 +112,9 @@ fn describe_all() {
 /// Counters of one receiver on one transport.
 #[derive(Clone)]
 pub struct ReceiverMetrics {
+    /// Requests refused before their body was read, so their items were
+    /// never counted.
+    pub refused_requests: Counter,
     accepted: [Counter; 3],
     refused: [Counter; 3],
     rejected: [Counter; 3],
@@ -124,6 +132,11 @@ impl ReceiverMetrics {
             })
         };
         ReceiverMetrics {
+            refused_requests: counter!(
+                "lookout_receiver_refused_requests_total",
+                "receiver" => receiver.to_string(),
+                "transport" => transport,
+            ),
             accepted: make("accepted"),
             refused: make("refused"),
             rejected: make("rejected"),

@@ -11,6 +11,16 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Resident set size in bytes from /proc/self/statm: one short line, cheap
+/// enough to read many times a second.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    (page_size > 0).then(|| pages * page_size as u64)
+}
+
 /// User plus system CPU time in seconds, if /proc is readable.
 pub fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -51,6 +61,9 @@ mod tests {
     #[test]
     fn reads_this_process() {
         assert!(super::rss_bytes().unwrap() > 0);
+        let statm = super::resident_bytes().unwrap() as f64;
+        let status = super::rss_bytes().unwrap() as f64;
+        assert!((statm / status - 1.0).abs() < 0.5, "{statm} vs {status}");
         assert!(super::cpu_seconds().is_some());
         assert!(super::render().contains("lookout_process_cpu_seconds_total"));
     }

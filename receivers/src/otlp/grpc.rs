@@ -29,6 +29,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -48,13 +49,31 @@ struct Ingest {
 impl Ingest {
     fn push(&self, payload: Payload) -> Result<Rejected, Status> {
         super::ingest(&self.consumer, &self.metrics, payload).map_err(|refused| match refused {
-            Refused::Full => Status::with_error_details(
-                Code::ResourceExhausted,
-                "the pipeline is full; retry later",
-                ErrorDetails::with_retry_info(Some(self.retry_after)),
-            ),
+            Refused::Full => self.resource_exhausted(),
             Refused::Closed => Status::unavailable("the daemon is shutting down"),
         })
+    }
+
+    fn resource_exhausted(&self) -> Status {
+        Status::with_error_details(
+            Code::ResourceExhausted,
+            "the pipeline is full; retry later",
+            ErrorDetails::with_retry_info(Some(self.retry_after)),
+        )
+    }
+
+    /// Runs on the request headers, before tonic decodes the message, so
+    /// that refusing under overload costs next to nothing.
+    fn admission(&self) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
+        let ingest = self.clone();
+        move |request| {
+            if ingest.consumer.has_room() {
+                Ok(request)
+            } else {
+                ingest.metrics.refused_requests.increment(1);
+                Err(ingest.resource_exhausted())
+            }
+        }
     }
 }
 
@@ -77,19 +96,25 @@ pub async fn start(
         })
     };
     let traces = ingest(Signal::Traces).map(|i| {
-        TraceServiceServer::new(i)
+        let admission = i.admission();
+        let server = TraceServiceServer::new(i)
             .max_decoding_message_size(limit)
-            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
+        InterceptedService::new(server, admission)
     });
     let metrics_service = ingest(Signal::Metrics).map(|i| {
-        MetricsServiceServer::new(i)
+        let admission = i.admission();
+        let server = MetricsServiceServer::new(i)
             .max_decoding_message_size(limit)
-            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
+        InterceptedService::new(server, admission)
     });
     let logs = ingest(Signal::Logs).map(|i| {
-        LogsServiceServer::new(i)
+        let admission = i.admission();
+        let server = LogsServiceServer::new(i)
             .max_decoding_message_size(limit)
-            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
+        InterceptedService::new(server, admission)
     });
     let shutdown = ctx.shutdown.clone();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures_util::StreamExt;
 use lookout_pipelines::component::ServeFuture;
 use lookout_pipelines::telemetry::metrics::ReceiverMetrics;
 use lookout_pipelines::{Consumers, ReceiverContext, Refused, Signal};
@@ -43,6 +44,20 @@ struct HttpState {
     metrics: ReceiverMetrics,
     max_body: usize,
     retry_after: HeaderValue,
+}
+
+impl HttpState {
+    fn too_many_requests(&self, encoding: Encoding) -> Response {
+        let mut response = status_error(
+            encoding,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the pipeline is full; retry later",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, self.retry_after.clone());
+        response
+    }
 }
 
 pub async fn start(
@@ -104,6 +119,13 @@ async fn handle(
             &format!("no pipeline takes {signal} from this receiver"),
         );
     };
+    if !consumer.has_room() {
+        state.metrics.refused_requests.increment(1);
+        // Read and drop the body unbuffered: an HTTP/1.1 client still
+        // writing it would see a reset instead of the 429 otherwise.
+        discard_body(body, state.max_body).await;
+        return state.too_many_requests(encoding);
+    }
     let body = match read_body(&headers, body, state.max_body).await {
         Ok(body) => body,
         Err((status, message)) => return status_error(encoding, status, &message),
@@ -118,17 +140,7 @@ async fn handle(
     };
     match super::ingest(consumer, &state.metrics, payload) {
         Ok(rejected) => success(signal, encoding, rejected),
-        Err(Refused::Full) => {
-            let mut response = status_error(
-                encoding,
-                StatusCode::TOO_MANY_REQUESTS,
-                "the pipeline is full; retry later",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, state.retry_after.clone());
-            response
-        }
+        Err(Refused::Full) => state.too_many_requests(encoding),
         Err(Refused::Closed) => status_error(
             encoding,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -210,6 +222,18 @@ async fn read_body(
         return Err(too_large());
     }
     Ok(decompressed.into())
+}
+
+/// Reads a body to its end, up to `limit` bytes, keeping none of it.
+async fn discard_body(body: Body, limit: usize) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > limit {
+            return;
+        }
+    }
 }
 
 fn is_length_limit(err: &axum::Error) -> bool {
