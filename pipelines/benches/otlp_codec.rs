@@ -7,6 +7,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lookout_loadgen::workload::{Generator, WorkloadConfig};
 use lookout_pipelines::{Payload, Signal, codec};
 
+/// The daemon's allocator, so that figures match what it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SPANS: usize = 100;
 
 fn request() -> Payload {

@@ -7,6 +7,10 @@ use lookout_loadgen::workload::{Generator, WorkloadConfig};
 use lookout_pipelines::{Payload, Processor, Signal};
 use lookout_processors::batch::{BatchConfig, BatchProcessor};
 
+/// The daemon's allocator, so that figures match what it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SPANS: usize = 100;
 
 fn requests(count: usize) -> Vec<Payload> {
