@@ -25,6 +25,20 @@ pub struct WorkloadConfig {
     pub error_ratio: f64,
 }
 
+impl Default for WorkloadConfig {
+    /// The benchmarks' workload: seed 1, 100 spans per request, 600-byte
+    /// prompts, 5% PII, 3% errors.
+    fn default() -> Self {
+        WorkloadConfig {
+            seed: 1,
+            spans_per_request: 100,
+            prompt_bytes: 600,
+            pii_ratio: 0.05,
+            error_ratio: 0.03,
+        }
+    }
+}
+
 const WORDS: [&str; 32] = [
     "the",
     "lead",

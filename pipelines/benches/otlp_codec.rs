@@ -15,11 +15,8 @@ const SPANS: usize = 100;
 
 fn request() -> Payload {
     let mut generator = Generator::new(WorkloadConfig {
-        seed: 1,
         spans_per_request: SPANS,
-        prompt_bytes: 600,
-        pii_ratio: 0.05,
-        error_ratio: 0.03,
+        ..WorkloadConfig::default()
     });
     Payload::Traces(generator.request())
 }

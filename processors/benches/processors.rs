@@ -15,11 +15,8 @@ const SPANS: usize = 100;
 
 fn requests(count: usize) -> Vec<Payload> {
     let mut generator = Generator::new(WorkloadConfig {
-        seed: 1,
         spans_per_request: SPANS,
-        prompt_bytes: 600,
-        pii_ratio: 0.05,
-        error_ratio: 0.03,
+        ..WorkloadConfig::default()
     });
     (0..count)
         .map(|_| Payload::Traces(generator.request()))

@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use tokio::net::TcpListener;
 use tonic_types::StatusExt;
 
-use crate::harness::{Daemon, eventually, read_file_output, span_id_counts, spans, traces_body};
+use crate::harness::{
+    Daemon, eventually, metric_value, read_file_output, span_id_counts, spans, traces_body,
+};
 
 /// Accepts connections and never reads or answers.
 async fn black_hole_server() -> (u16, tokio::task::JoinHandle<()>) {
@@ -155,14 +157,7 @@ async fn a_dead_exporter_pushes_back_without_starving_its_sibling() {
     assert!(counts.values().all(|&n| n == 1), "each span exactly once");
     assert!(accepted.iter().all(|id| counts.contains_key(id)));
 
-    let metrics = client
-        .get(format!("http://{}/metrics", daemon.telemetry))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.metrics().await;
     assert!(
         metrics
             .contains("lookout_receiver_refused_spans_total{receiver=\"otlp\",transport=\"http\"}")
@@ -178,15 +173,10 @@ async fn a_dead_exporter_pushes_back_without_starving_its_sibling() {
 async fn drop_newest_never_pushes_back_and_counts_the_drops() {
     let (stuck_port, _server) = black_hole_server().await;
     let mut daemon = Daemon::start(&config(stuck_port, "drop_newest")).await;
-    let client = reqwest::Client::new();
     for batch in 0..100 {
-        let response = client
-            .post(daemon.http_url("/v1/traces"))
-            .header("Content-Type", "application/x-protobuf")
-            .body(traces_body(spans(batch, REQUEST_SPANS, 100)))
-            .send()
-            .await
-            .unwrap();
+        let response = daemon
+            .post_traces(traces_body(spans(batch, REQUEST_SPANS, 100)))
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     let out = daemon.path("out.jsonl");
@@ -196,22 +186,12 @@ async fn drop_newest_never_pushes_back_and_counts_the_drops() {
         })
         .await
     );
-    let metrics = client
-        .get(format!("http://{}/metrics", daemon.telemetry))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let dropped: f64 = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("lookout_exporter_enqueue_failed_spans_total{exporter=\"otlp/stuck\"}")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .expect("the enqueue_failed counter");
+    let metrics = daemon.metrics().await;
+    let dropped = metric_value(
+        &metrics,
+        "lookout_exporter_enqueue_failed_spans_total{exporter=\"otlp/stuck\"}",
+    )
+    .expect("the enqueue_failed counter");
     assert!(dropped >= 8_000.0, "dropped {dropped}");
     daemon.terminate().await;
 }
@@ -225,23 +205,9 @@ async fn over_the_memory_limit_every_request_is_refused() {
         .replace("  telemetry:", "  memory_limit_mib: 1\n  telemetry:");
     let mut daemon = Daemon::start(&config).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let client = reqwest::Client::new();
-    let response = client
-        .post(daemon.http_url("/v1/traces"))
-        .header("Content-Type", "application/x-protobuf")
-        .body(traces_body(spans(1, 10, 10)))
-        .send()
-        .await
-        .unwrap();
+    let response = daemon.post_traces(traces_body(spans(1, 10, 10))).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    let metrics = client
-        .get(format!("http://{}/metrics", daemon.telemetry))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.metrics().await;
     assert!(
         metrics.contains("lookout_memory_limit_exceeded 1"),
         "{metrics}"

@@ -122,6 +122,27 @@ impl Daemon {
         format!("http://{}{path}", self.http)
     }
 
+    /// POSTs a protobuf OTLP traces body to the daemon's HTTP receiver.
+    pub async fn post_traces(&self, body: Vec<u8>) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.http_url("/v1/traces"))
+            .header("Content-Type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("the daemon answers")
+    }
+
+    /// The daemon's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.telemetry))
+            .await
+            .expect("the telemetry endpoint answers")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     /// Resident memory of the daemon, from /proc.
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -195,6 +216,15 @@ pub fn span_id_counts(payloads: &[Payload]) -> HashMap<Vec<u8>, usize> {
         }
     }
     counts
+}
+
+/// The value of one series (`name{labels}`) in Prometheus text.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
 }
 
 /// Polls until `check` holds, for at most `timeout`.

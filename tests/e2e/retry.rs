@@ -86,15 +86,8 @@ service:
 "
     );
     let mut daemon = Daemon::start(&config).await;
-    let client = reqwest::Client::new();
     for batch in 0..5 {
-        let response = client
-            .post(daemon.http_url("/v1/traces"))
-            .header("Content-Type", "application/x-protobuf")
-            .body(traces_body(spans(batch, 20, 10)))
-            .send()
-            .await
-            .unwrap();
+        let response = daemon.post_traces(traces_body(spans(batch, 20, 10))).await;
         assert!(response.status().is_success());
     }
     let arrived = eventually(Duration::from_secs(10), || {

@@ -20,13 +20,7 @@ fn promtool() -> String {
 async fn metrics_pass_promtool_and_count_what_flowed() {
     let mut daemon = Daemon::start(FILE_PIPELINE).await;
     let client = reqwest::Client::new();
-    let response = client
-        .post(daemon.http_url("/v1/traces"))
-        .header("Content-Type", "application/x-protobuf")
-        .body(traces_body(spans(1, 7, 10)))
-        .send()
-        .await
-        .unwrap();
+    let response = daemon.post_traces(traces_body(spans(1, 7, 10))).await;
     assert!(response.status().is_success());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 

@@ -36,16 +36,11 @@ service:
   shutdown_timeout: 20s
 ";
     let mut daemon = Daemon::start(config).await;
-    let client = reqwest::Client::new();
     let mut accepted = 0;
     for batch in 0..50 {
-        let response = client
-            .post(daemon.http_url("/v1/traces"))
-            .header("Content-Type", "application/x-protobuf")
-            .body(traces_body(spans(batch, 100, 200)))
-            .send()
-            .await
-            .unwrap();
+        let response = daemon
+            .post_traces(traces_body(spans(batch, 100, 200)))
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
         accepted += 100;
     }

@@ -6,12 +6,22 @@ use std::process::Command;
 
 use crate::harness::lookout_bin;
 
+/// Runs `lookout <command> --config` on `yaml` written to a temp file.
+fn lookout_on(command: &str, yaml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    Command::new(lookout_bin())
+        .args([command, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_typo_is_reported_with_its_path_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("typo.yaml");
-    std::fs::write(
-        &config,
+    let output = lookout_on(
+        "validate",
         "\
 receivers:
   otlp:
@@ -26,13 +36,7 @@ service:
       receivers: [otlp]
       exporters: [debug]
 ",
-    )
-    .unwrap();
-    let output = Command::new(lookout_bin())
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -58,14 +62,7 @@ fn the_shipped_config_is_valid() {
 
 #[test]
 fn run_refuses_to_start_on_a_broken_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("broken.yaml");
-    std::fs::write(&config, "receivers: {}\nservice:\n  pipelines: {}\n").unwrap();
-    let output = Command::new(lookout_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = lookout_on("run", "receivers: {}\nservice:\n  pipelines: {}\n");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not starting"));
 }
@@ -82,10 +79,8 @@ fn version_is_printed() {
 
 #[test]
 fn every_component_type_validates_without_starting() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("all.yaml");
-    std::fs::write(
-        &config,
+    let output = lookout_on(
+        "validate",
         "\
 receivers:
   otlp:
@@ -110,13 +105,7 @@ service:
       processors: [batch]
       exporters: [otlp/grpc, otlp/http, file, debug, blackhole]
 ",
-    )
-    .unwrap();
-    let output = Command::new(lookout_bin())
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    );
     assert!(
         output.status.success(),
         "{}",
