@@ -204,6 +204,7 @@ async fn bad_requests_get_clear_errors_and_the_daemon_keeps_serving() {
     .await
     .unwrap();
     assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(oversized.headers()["connection"], "close");
     assert!(
         status_message(oversized)
             .await

@@ -46,21 +46,6 @@ service:
 }
 
 #[test]
-fn the_shipped_config_is_valid() {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
-    let output = Command::new(lookout_bin())
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-#[test]
 fn run_refuses_to_start_on_a_broken_config() {
     let output = lookout_on("run", "receivers: {}\nservice:\n  pipelines: {}\n");
     assert!(!output.status.success());
@@ -111,4 +96,21 @@ service:
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    for file in ["config.yaml", "deploy/lookout.yaml"] {
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let output = Command::new(lookout_bin())
+            .args(["validate", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

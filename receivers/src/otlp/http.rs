@@ -106,18 +106,18 @@ async fn handle(
     let encoding = match request_encoding(&headers) {
         Some(encoding) => encoding,
         None => {
-            return plain_error(
+            return body_unread(plain_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported Content-Type: use application/x-protobuf or application/json",
-            );
+            ));
         }
     };
     let Some(consumer) = state.consumers.get(signal) else {
-        return status_error(
+        return body_unread(status_error(
             encoding,
             StatusCode::NOT_FOUND,
             &format!("no pipeline takes {signal} from this receiver"),
-        );
+        ));
     };
     if !consumer.has_room() {
         state.metrics.refused_requests.increment(1);
@@ -128,7 +128,12 @@ async fn handle(
     }
     let body = match read_body(&headers, body, state.max_body).await {
         Ok(body) => body,
-        Err((status, message)) => return status_error(encoding, status, &message),
+        Err(BodyError::Unread(status, message)) => {
+            return body_unread(status_error(encoding, status, &message));
+        }
+        Err(BodyError::Invalid(status, message)) => {
+            return status_error(encoding, status, &message);
+        }
     };
     let decoded = match encoding {
         Encoding::Protobuf => decode::decode_protobuf(signal, &body),
@@ -161,67 +166,78 @@ fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
+/// Why a body was not read into a payload. `Unread` answers leave part of
+/// the body on the connection, which therefore cannot be reused.
+enum BodyError {
+    Unread(StatusCode, String),
+    Invalid(StatusCode, String),
+}
+
 /// Reads and decompresses the body, refusing anything over `limit` bytes
 /// before or after decompression.
-async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, (StatusCode, String)> {
-    let too_large = || {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(too_large());
-    }
-    let raw: Bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
-        if is_length_limit(&err) {
-            too_large()
-        } else {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body: {err}"),
-            )
-        }
-    })?;
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, BodyError> {
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    if !matches!(
+        content_encoding.as_str(),
+        "" | "identity" | "gzip" | "x-gzip" | "deflate"
+    ) {
+        return Err(BodyError::Unread(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Encoding `{content_encoding}`: use gzip, deflate or none"),
+        ));
+    }
+    let too_large = format!("request body is larger than the limit of {limit} bytes");
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(BodyError::Unread(StatusCode::PAYLOAD_TOO_LARGE, too_large));
+    }
+    let raw: Bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
+        if is_length_limit(&err) {
+            BodyError::Unread(StatusCode::PAYLOAD_TOO_LARGE, too_large.clone())
+        } else {
+            BodyError::Unread(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {err}"),
+            )
+        }
+    })?;
     let decoder: Box<dyn Read + '_> = match content_encoding.as_str() {
-        "" | "identity" => return Ok(raw),
         "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(&raw[..])),
         "deflate" => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
-        other => {
-            return Err((
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Encoding `{other}`: use gzip, deflate or none"),
-            ));
-        }
+        _ => return Ok(raw),
     };
     let mut decompressed = Vec::with_capacity(raw.len() * 4);
     decoder
         .take(limit as u64 + 1)
         .read_to_end(&mut decompressed)
         .map_err(|err| {
-            (
+            BodyError::Invalid(
                 StatusCode::BAD_REQUEST,
                 format!("malformed {content_encoding} body: {err}"),
             )
         })?;
     if decompressed.len() > limit {
-        return Err(too_large());
+        return Err(BodyError::Invalid(StatusCode::PAYLOAD_TOO_LARGE, too_large));
     }
     Ok(decompressed.into())
+}
+
+/// An answer given before the body was read to its end: the connection
+/// cannot carry another request, so the client is told to close it rather
+/// than find out by reusing it.
+fn body_unread(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Reads a body to its end, up to `limit` bytes, keeping none of it.
