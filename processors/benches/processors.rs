@@ -6,6 +6,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use lookout_loadgen::workload::{Generator, WorkloadConfig};
 use lookout_pipelines::{Payload, Processor, Signal};
 use lookout_processors::batch::{BatchConfig, BatchProcessor};
+use lookout_processors::genai::{GenAiConfig, GenAiProcessor};
 
 /// The daemon's allocator, so that figures match what it does.
 #[global_allocator]
@@ -50,5 +51,26 @@ fn batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, batch);
+fn genai(c: &mut Criterion) {
+    let input = requests(20);
+    let mut group = c.benchmark_group("processor");
+    group.throughput(Throughput::Elements((input.len() * SPANS) as u64));
+    group.bench_function("genai", |b| {
+        b.iter_batched(
+            || input.clone(),
+            |input| {
+                let mut processor = GenAiProcessor::new(GenAiConfig::default());
+                let mut out = Vec::new();
+                for payload in input {
+                    processor.process(payload, &mut out);
+                }
+                out
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, batch, genai);
 criterion_main!(benches);

@@ -6,6 +6,7 @@ mod harness;
 
 mod backpressure;
 mod forward;
+mod genai;
 mod http_protocol;
 mod python_sdk;
 mod retry;

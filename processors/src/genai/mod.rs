@@ -1,0 +1,317 @@
+//! The `genai` processor: reads every LLM attribute convention (OTel GenAI,
+//! current and deprecated; OpenLLMetry; OpenInference; OpenLIT; LangSmith)
+//! into one view of the span, and writes that view back under the current
+//! OTel GenAI names, so that every later stage reads one convention.
+//!
+//! ```yaml
+//! processors:
+//!   genai:
+//!     drop_original: false          # true: remove the attributes the view was read from
+//!     cache_tokens_in_input: auto   # auto | included | excluded
+//! ```
+//!
+//! Written back: `gen_ai.provider.name` (lower case), `gen_ai.request.model`,
+//! `gen_ai.response.model`, `gen_ai.operation.name` (when the span had none),
+//! `gen_ai.usage.{input,output}_tokens`, `gen_ai.usage.cache_read.input_tokens`,
+//! `gen_ai.usage.cache_creation.input_tokens`,
+//! `gen_ai.usage.reasoning.output_tokens`, `gen_ai.agent.name`,
+//! `gen_ai.tool.name`, `gen_ai.conversation.id`, `gen_ai.workflow.name`, and
+//! `lookout.genai.kind` (llm, chat, embeddings, tool, agent, chain,
+//! retriever).
+//!
+//! **Cached tokens.** The OTel spec counts cached tokens inside the input
+//! tokens. OpenLLMetry's deprecated `gen_ai.usage.cache_{read,creation}_input_tokens`
+//! came with input counts that left them out (Anthropic's native counting).
+//! With `auto`, input tokens that arrived beside those names get the cache
+//! counts added, and `lookout.genai.cache_added_to_input` is set;
+//! `included` and `excluded` force either reading for every source.
+//!
+//! A span with none of these attributes is passed on untouched after one
+//! scan of its attribute keys.
+
+mod conventions;
+
+use lookout_pipelines::component::parse_config;
+use lookout_pipelines::{ComponentId, Payload, Processor, ProcessorFactory, Signal};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde::Deserialize;
+
+use conventions::{EXCLUSIVE_CACHE_RANK, FIELDS, Field, Kind, classify};
+
+pub const KIND_ATTRIBUTE: &str = "lookout.genai.kind";
+pub const CACHE_ADDED_ATTRIBUTE: &str = "lookout.genai.cache_added_to_input";
+
+pub fn factory() -> ProcessorFactory {
+    ProcessorFactory {
+        kind: "genai",
+        signals: &[Signal::Traces],
+        build: |_id: &ComponentId, raw, _signal| {
+            let config: GenAiConfig = parse_config(raw)?;
+            Ok(Box::new(GenAiProcessor { config }))
+        },
+    }
+}
+
+/// Whether input token counts include cached tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheTokens {
+    /// By source, as described above.
+    #[default]
+    Auto,
+    Included,
+    Excluded,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenAiConfig {
+    pub drop_original: bool,
+    pub cache_tokens_in_input: CacheTokens,
+}
+
+pub struct GenAiProcessor {
+    config: GenAiConfig,
+}
+
+impl GenAiProcessor {
+    pub fn new(config: GenAiConfig) -> GenAiProcessor {
+        GenAiProcessor { config }
+    }
+
+    pub fn normalise(&self, span: &mut Span) {
+        let found = Found::scan(&span.attributes);
+        if found.is_empty() {
+            return;
+        }
+        let view = View::read(&span.attributes, &found, self.config.cache_tokens_in_input);
+        view.write(&mut span.attributes, &found);
+        if self.config.drop_original {
+            Found::drop_aliases(&mut span.attributes);
+        }
+    }
+}
+
+impl Processor for GenAiProcessor {
+    fn process(&mut self, mut payload: Payload, out: &mut Vec<Payload>) {
+        if let Payload::Traces(resources) = &mut payload {
+            let spans = resources
+                .iter_mut()
+                .flat_map(|r| r.scope_spans.iter_mut())
+                .flat_map(|s| s.spans.iter_mut());
+            for span in spans {
+                self.normalise(span);
+            }
+        }
+        out.push(payload);
+    }
+}
+
+/// Where each field was found: the best-ranked alias, and the canonical
+/// attribute if the span already has one.
+struct Found {
+    best: [Option<(usize, u8)>; FIELDS],
+    canonical: [Option<usize>; FIELDS],
+}
+
+impl Found {
+    fn scan(attributes: &[KeyValue]) -> Found {
+        let mut found = Found {
+            best: [None; FIELDS],
+            canonical: [None; FIELDS],
+        };
+        for (index, attribute) in attributes.iter().enumerate() {
+            let Some((field, rank)) = classify(&attribute.key) else {
+                continue;
+            };
+            let slot = &mut found.best[field as usize];
+            if slot.is_none_or(|(_, best)| rank < best) {
+                *slot = Some((index, rank));
+            }
+            if rank == 0 && field.canonical().is_some() {
+                found.canonical[field as usize] = Some(index);
+            }
+        }
+        found
+    }
+
+    fn is_empty(&self) -> bool {
+        self.best.iter().all(Option::is_none)
+    }
+
+    fn value<'a>(&self, attributes: &'a [KeyValue], field: Field) -> Option<(&'a Value, u8)> {
+        let (index, rank) = self.best[field as usize]?;
+        let value = attributes[index].value.as_ref()?.value.as_ref()?;
+        Some((value, rank))
+    }
+
+    /// Removes every alias the view reads from, keeping the OTel names.
+    fn drop_aliases(attributes: &mut Vec<KeyValue>) {
+        attributes.retain(|attribute| {
+            classify(&attribute.key)
+                .is_none_or(|(field, rank)| rank == 0 && field.canonical().is_some())
+        });
+    }
+}
+
+/// The normalised view of one span.
+#[derive(Debug, Default, PartialEq)]
+struct View {
+    provider: Option<String>,
+    request_model: Option<String>,
+    response_model: Option<String>,
+    kind: Option<Kind>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    cache_read_tokens: Option<i64>,
+    cache_write_tokens: Option<i64>,
+    reasoning_tokens: Option<i64>,
+    agent: Option<String>,
+    tool: Option<String>,
+    conversation: Option<String>,
+    workflow: Option<String>,
+    cache_added_to_input: bool,
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::StringValue(s) if !s.is_empty() => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Token counts arrive as ints, as doubles from some SDKs, and as strings
+/// from JSON-minded ones.
+fn count(value: &Value) -> Option<i64> {
+    match value {
+        Value::IntValue(i) => Some(*i),
+        Value::DoubleValue(d) if d.is_finite() => Some(d.round() as i64),
+        Value::StringValue(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|n| *n >= 0)
+}
+
+impl View {
+    fn read(attributes: &[KeyValue], found: &Found, cache_tokens: CacheTokens) -> View {
+        let text_of = |field| found.value(attributes, field).and_then(|(v, _)| text(v));
+        let count_of = |field| found.value(attributes, field).and_then(|(v, _)| count(v));
+        let mut view = View {
+            provider: text_of(Field::Provider).map(|p| p.to_ascii_lowercase()),
+            request_model: text_of(Field::RequestModel),
+            response_model: text_of(Field::ResponseModel),
+            kind: text_of(Field::Operation).and_then(|op| Kind::parse(&op)),
+            input_tokens: count_of(Field::InputTokens),
+            output_tokens: count_of(Field::OutputTokens),
+            cache_read_tokens: count_of(Field::CacheReadTokens),
+            cache_write_tokens: count_of(Field::CacheWriteTokens),
+            reasoning_tokens: count_of(Field::ReasoningTokens),
+            agent: text_of(Field::Agent),
+            tool: text_of(Field::Tool),
+            conversation: text_of(Field::Conversation),
+            workflow: text_of(Field::Workflow),
+            cache_added_to_input: false,
+        };
+        if let Some(entity) = text_of(Field::TraceloopEntity) {
+            match view.kind {
+                Some(Kind::Agent) => view.agent = view.agent.or(Some(entity)),
+                Some(Kind::Tool) => view.tool = view.tool.or(Some(entity)),
+                _ => {}
+            }
+        }
+        if view.kind.is_none() && (view.input_tokens.is_some() || view.request_model.is_some()) {
+            view.kind = Some(Kind::Llm);
+        }
+        let exclusive_source = [Field::CacheReadTokens, Field::CacheWriteTokens]
+            .iter()
+            .any(|&f| {
+                found
+                    .value(attributes, f)
+                    .is_some_and(|(_, rank)| rank == EXCLUSIVE_CACHE_RANK)
+            });
+        let excludes_cache = match cache_tokens {
+            CacheTokens::Auto => exclusive_source,
+            CacheTokens::Included => false,
+            CacheTokens::Excluded => true,
+        };
+        let cached = view.cache_read_tokens.unwrap_or(0) + view.cache_write_tokens.unwrap_or(0);
+        if excludes_cache
+            && cached > 0
+            && let Some(input) = view.input_tokens.as_mut()
+        {
+            *input += cached;
+            view.cache_added_to_input = true;
+        }
+        view
+    }
+
+    fn write(&self, attributes: &mut Vec<KeyValue>, found: &Found) {
+        let mut set = |field: Field, value: Value| {
+            let Some(key) = field.canonical() else { return };
+            set_attribute(attributes, found.canonical[field as usize], key, value);
+        };
+        let string = |s: &Option<String>| s.clone().map(Value::StringValue);
+        let int = |n: Option<i64>| n.map(Value::IntValue);
+        for (field, value) in [
+            (Field::Provider, string(&self.provider)),
+            (Field::RequestModel, string(&self.request_model)),
+            (Field::ResponseModel, string(&self.response_model)),
+            (Field::InputTokens, int(self.input_tokens)),
+            (Field::OutputTokens, int(self.output_tokens)),
+            (Field::CacheReadTokens, int(self.cache_read_tokens)),
+            (Field::CacheWriteTokens, int(self.cache_write_tokens)),
+            (Field::ReasoningTokens, int(self.reasoning_tokens)),
+            (Field::Agent, string(&self.agent)),
+            (Field::Tool, string(&self.tool)),
+            (Field::Conversation, string(&self.conversation)),
+            (Field::Workflow, string(&self.workflow)),
+        ] {
+            if let Some(value) = value {
+                set(field, value);
+            }
+        }
+        if let Some(kind) = self.kind {
+            // A span's own operation name is more precise than the kind.
+            if found.canonical[Field::Operation as usize].is_none() {
+                set(
+                    Field::Operation,
+                    Value::StringValue(kind.otel_operation().into()),
+                );
+            }
+            set_attribute(
+                attributes,
+                None,
+                KIND_ATTRIBUTE,
+                Value::StringValue(kind.as_str().into()),
+            );
+        }
+        if self.cache_added_to_input {
+            set_attribute(
+                attributes,
+                None,
+                CACHE_ADDED_ATTRIBUTE,
+                Value::BoolValue(true),
+            );
+        }
+    }
+}
+
+/// Sets `key` to `value`: at `known` if the caller found it, else wherever
+/// it is, else at the end.
+fn set_attribute(attributes: &mut Vec<KeyValue>, known: Option<usize>, key: &str, value: Value) {
+    let index = known.or_else(|| attributes.iter().position(|a| a.key == key));
+    let value = Some(AnyValue { value: Some(value) });
+    match index {
+        Some(index) => attributes[index].value = value,
+        None => attributes.push(KeyValue {
+            key: key.to_string(),
+            value,
+            ..Default::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
