@@ -86,7 +86,10 @@ impl GenAiProcessor {
             return;
         }
         let view = View::read(&span.attributes, &found, self.config.cache_tokens_in_input);
-        view.write(&mut span.attributes, &found);
+        let changes = view.changes(&span.attributes, &found);
+        for (at, key, value) in changes {
+            set_attribute(&mut span.attributes, at, key, value);
+        }
         if self.config.drop_original {
             Found::drop_aliases(&mut span.attributes);
         }
@@ -155,29 +158,28 @@ impl Found {
     }
 }
 
-/// The normalised view of one span.
+/// The normalised view of one span, borrowing from its attributes.
 #[derive(Debug, Default, PartialEq)]
-struct View {
-    provider: Option<String>,
-    request_model: Option<String>,
-    response_model: Option<String>,
+struct View<'a> {
+    provider: Option<&'a str>,
+    request_model: Option<&'a str>,
+    response_model: Option<&'a str>,
     kind: Option<Kind>,
     input_tokens: Option<i64>,
     output_tokens: Option<i64>,
     cache_read_tokens: Option<i64>,
     cache_write_tokens: Option<i64>,
     reasoning_tokens: Option<i64>,
-    agent: Option<String>,
-    tool: Option<String>,
-    conversation: Option<String>,
-    workflow: Option<String>,
+    agent: Option<&'a str>,
+    tool: Option<&'a str>,
+    conversation: Option<&'a str>,
+    workflow: Option<&'a str>,
     cache_added_to_input: bool,
 }
 
-fn text(value: &Value) -> Option<String> {
+fn text(value: &Value) -> Option<&str> {
     match value {
-        Value::StringValue(s) if !s.is_empty() => Some(s.clone()),
-        Value::IntValue(i) => Some(i.to_string()),
+        Value::StringValue(s) if !s.is_empty() => Some(s),
         _ => None,
     }
 }
@@ -194,15 +196,18 @@ fn count(value: &Value) -> Option<i64> {
     .filter(|n| *n >= 0)
 }
 
-impl View {
-    fn read(attributes: &[KeyValue], found: &Found, cache_tokens: CacheTokens) -> View {
+/// One attribute to set: where it is, if it exists, its key and its value.
+type Change = (Option<usize>, &'static str, Value);
+
+impl<'a> View<'a> {
+    fn read(attributes: &'a [KeyValue], found: &Found, cache_tokens: CacheTokens) -> View<'a> {
         let text_of = |field| found.value(attributes, field).and_then(|(v, _)| text(v));
         let count_of = |field| found.value(attributes, field).and_then(|(v, _)| count(v));
         let mut view = View {
-            provider: text_of(Field::Provider).map(|p| p.to_ascii_lowercase()),
+            provider: text_of(Field::Provider),
             request_model: text_of(Field::RequestModel),
             response_model: text_of(Field::ResponseModel),
-            kind: text_of(Field::Operation).and_then(|op| Kind::parse(&op)),
+            kind: text_of(Field::Operation).and_then(Kind::parse),
             input_tokens: count_of(Field::InputTokens),
             output_tokens: count_of(Field::OutputTokens),
             cache_read_tokens: count_of(Field::CacheReadTokens),
@@ -247,29 +252,56 @@ impl View {
         view
     }
 
-    fn write(&self, attributes: &mut Vec<KeyValue>, found: &Found) {
-        let mut set = |field: Field, value: Value| {
+    /// The attributes to set so that the span carries this view under the
+    /// OTel names. Values already there as they should be are left alone,
+    /// so a span that follows the spec costs no allocation.
+    fn changes(&self, attributes: &[KeyValue], found: &Found) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let current =
+            |index: Option<usize>| index.and_then(|i| attributes[i].value.as_ref()?.value.as_ref());
+        let mut set = |field: Field, wanted: Value| {
             let Some(key) = field.canonical() else { return };
-            set_attribute(attributes, found.canonical[field as usize], key, value);
+            let at = found.canonical[field as usize];
+            if current(at) != Some(&wanted) {
+                changes.push((at, key, wanted));
+            }
         };
-        let string = |s: &Option<String>| s.clone().map(Value::StringValue);
-        let int = |n: Option<i64>| n.map(Value::IntValue);
-        for (field, value) in [
-            (Field::Provider, string(&self.provider)),
-            (Field::RequestModel, string(&self.request_model)),
-            (Field::ResponseModel, string(&self.response_model)),
-            (Field::InputTokens, int(self.input_tokens)),
-            (Field::OutputTokens, int(self.output_tokens)),
-            (Field::CacheReadTokens, int(self.cache_read_tokens)),
-            (Field::CacheWriteTokens, int(self.cache_write_tokens)),
-            (Field::ReasoningTokens, int(self.reasoning_tokens)),
-            (Field::Agent, string(&self.agent)),
-            (Field::Tool, string(&self.tool)),
-            (Field::Conversation, string(&self.conversation)),
-            (Field::Workflow, string(&self.workflow)),
-        ] {
+        let provider = self.provider.map(|p| {
+            if p.bytes().any(|b| b.is_ascii_uppercase()) {
+                p.to_ascii_lowercase()
+            } else {
+                p.to_string()
+            }
+        });
+        let texts = [
+            (Field::Provider, provider.as_deref()),
+            (Field::RequestModel, self.request_model),
+            (Field::ResponseModel, self.response_model),
+            (Field::Agent, self.agent),
+            (Field::Tool, self.tool),
+            (Field::Conversation, self.conversation),
+            (Field::Workflow, self.workflow),
+        ];
+        for (field, value) in texts {
+            let unchanged_at_home = found.best[field as usize]
+                .is_some_and(|(index, _)| Some(index) == found.canonical[field as usize])
+                && field != Field::Provider;
+            if let Some(value) = value
+                && !unchanged_at_home
+            {
+                set(field, Value::StringValue(value.to_string()));
+            }
+        }
+        let counts = [
+            (Field::InputTokens, self.input_tokens),
+            (Field::OutputTokens, self.output_tokens),
+            (Field::CacheReadTokens, self.cache_read_tokens),
+            (Field::CacheWriteTokens, self.cache_write_tokens),
+            (Field::ReasoningTokens, self.reasoning_tokens),
+        ];
+        for (field, value) in counts {
             if let Some(value) = value {
-                set(field, value);
+                set(field, Value::IntValue(value));
             }
         }
         if let Some(kind) = self.kind {
@@ -280,21 +312,16 @@ impl View {
                     Value::StringValue(kind.otel_operation().into()),
                 );
             }
-            set_attribute(
-                attributes,
+            changes.push((
                 None,
                 KIND_ATTRIBUTE,
                 Value::StringValue(kind.as_str().into()),
-            );
+            ));
         }
         if self.cache_added_to_input {
-            set_attribute(
-                attributes,
-                None,
-                CACHE_ADDED_ATTRIBUTE,
-                Value::BoolValue(true),
-            );
+            changes.push((None, CACHE_ADDED_ATTRIBUTE, Value::BoolValue(true)));
         }
+        changes
     }
 }
 
