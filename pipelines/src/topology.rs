@@ -153,8 +153,18 @@ impl Topology {
         });
         tracing::info!(timeout = ?self.shutdown_timeout, "shutting down: no longer accepting data");
         self.stop_receivers.cancel();
-        for (id, task) in self.receivers {
-            match task.await {
+        for (id, mut task) in self.receivers {
+            // A client holding a request open must not hold the daemon
+            // past its deadline.
+            let finished = tokio::select! {
+                finished = &mut task => finished,
+                _ = self.hard_stop.cancelled() => {
+                    task.abort();
+                    tracing::error!(receiver = %id, "receiver still busy at the shutdown deadline; stopped");
+                    continue;
+                }
+            };
+            match finished {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::error!(receiver = %id, error = %err, "receiver failed"),
                 Err(err) => tracing::error!(receiver = %id, error = %err, "receiver task panicked"),

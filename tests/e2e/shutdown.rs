@@ -55,3 +55,33 @@ service:
     assert!(counts.values().all(|&n| n == 1));
     assert!(daemon.log().contains("shutdown complete"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_client_cannot_hold_shutdown_past_the_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let config = crate::harness::FILE_PIPELINE
+        .replace("  telemetry:", "  shutdown_timeout: 2s\n  telemetry:");
+    let mut daemon = Daemon::start(&config).await;
+    let mut stalled = tokio::net::TcpStream::connect(daemon.http).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\nhalf a body",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let began = std::time::Instant::now();
+    let status = daemon.terminate().await;
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(8),
+        "took {:?}",
+        began.elapsed()
+    );
+    assert_eq!(status.code(), Some(2), "a deadline that passed is reported");
+    assert!(
+        daemon
+            .log()
+            .contains("receiver still busy at the shutdown deadline")
+    );
+    drop(stalled);
+}

@@ -123,8 +123,12 @@ async fn handle(
         state.metrics.refused_requests.increment(1);
         // Read and drop the body unbuffered: an HTTP/1.1 client still
         // writing it would see a reset instead of the 429 otherwise.
-        discard_body(body, state.max_body).await;
-        return state.too_many_requests(encoding);
+        let refusal = state.too_many_requests(encoding);
+        return if discard_body(body, state.max_body).await {
+            refusal
+        } else {
+            body_unread(refusal)
+        };
     }
     let body = match read_body(&headers, body, state.max_body).await {
         Ok(body) => body,
@@ -241,15 +245,18 @@ fn body_unread(mut response: Response) -> Response {
 }
 
 /// Reads a body to its end, up to `limit` bytes, keeping none of it.
-async fn discard_body(body: Body, limit: usize) {
+/// Returns whether it reached the end.
+async fn discard_body(body: Body, limit: usize) -> bool {
     let mut stream = body.into_data_stream();
     let mut seen = 0;
-    while let Some(Ok(chunk)) = stream.next().await {
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { return false };
         seen += chunk.len();
         if seen > limit {
-            return;
+            return false;
         }
     }
+    true
 }
 
 fn is_length_limit(err: &axum::Error) -> bool {
