@@ -3,39 +3,19 @@
 
 use reqwest::StatusCode;
 
-use crate::harness::{Daemon, read_file_output, span_id_counts, spans, traces_body};
+use crate::harness::{Daemon, FILE_PIPELINE, read_file_output, span_id_counts, spans, traces_body};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_every_accepted_span_to_the_file() {
     // A batch timeout far longer than the test: only the shutdown flush can
     // deliver what the batch processor holds.
-    let config = "\
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: {http}
-      grpc:
-        endpoint: {grpc}
-processors:
-  batch:
-    send_batch_size: 100000
-    timeout: 1h
-exporters:
-  file:
-    path: {dir}/out.jsonl
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [file]
-  telemetry:
-    metrics:
-      endpoint: {telemetry}
-  shutdown_timeout: 20s
-";
-    let mut daemon = Daemon::start(config).await;
+    let config = FILE_PIPELINE
+        .replace(
+            "    timeout: 50ms",
+            "    send_batch_size: 100000\n    timeout: 1h",
+        )
+        .replace("  telemetry:", "  shutdown_timeout: 20s\n  telemetry:");
+    let mut daemon = Daemon::start(&config).await;
     let mut accepted = 0;
     for batch in 0..50 {
         let response = daemon
