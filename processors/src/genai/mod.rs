@@ -31,6 +31,8 @@
 
 mod conventions;
 
+use std::borrow::Cow;
+
 use lookout_pipelines::component::parse_config;
 use lookout_pipelines::{ComponentId, Payload, Processor, ProcessorFactory, Signal};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
@@ -196,6 +198,29 @@ fn count(value: &Value) -> Option<i64> {
     .filter(|n| *n >= 0)
 }
 
+/// A value the view wants under an OTel name, not yet built.
+enum Wanted<'a> {
+    Text(Cow<'a, str>),
+    Count(i64),
+}
+
+impl Wanted<'_> {
+    fn matches(&self, current: Option<&Value>) -> bool {
+        match (self, current) {
+            (Wanted::Text(wanted), Some(Value::StringValue(current))) => wanted == current,
+            (Wanted::Count(wanted), Some(Value::IntValue(current))) => wanted == current,
+            _ => false,
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Wanted::Text(text) => Value::StringValue(text.into_owned()),
+            Wanted::Count(count) => Value::IntValue(count),
+        }
+    }
+}
+
 /// One attribute to set: where it is, if it exists, its key and its value.
 type Change = (Option<usize>, &'static str, Value);
 
@@ -257,39 +282,35 @@ impl<'a> View<'a> {
     /// so a span that follows the spec costs no allocation.
     fn changes(&self, attributes: &[KeyValue], found: &Found) -> Vec<Change> {
         let mut changes = Vec::new();
-        let current =
-            |index: Option<usize>| index.and_then(|i| attributes[i].value.as_ref()?.value.as_ref());
-        let mut set = |field: Field, wanted: Value| {
+        // Compares before building a value, so a span that already carries
+        // the view under the OTel names costs no allocation.
+        let mut set = |field: Field, wanted: Wanted| {
             let Some(key) = field.canonical() else { return };
             let at = found.canonical[field as usize];
-            if current(at) != Some(&wanted) {
-                changes.push((at, key, wanted));
+            let current = at.and_then(|i| attributes[i].value.as_ref()?.value.as_ref());
+            if !wanted.matches(current) {
+                changes.push((at, key, wanted.into_value()));
             }
         };
         let provider = self.provider.map(|p| {
             if p.bytes().any(|b| b.is_ascii_uppercase()) {
-                p.to_ascii_lowercase()
+                Cow::Owned(p.to_ascii_lowercase())
             } else {
-                p.to_string()
+                Cow::Borrowed(p)
             }
         });
         let texts = [
-            (Field::Provider, provider.as_deref()),
-            (Field::RequestModel, self.request_model),
-            (Field::ResponseModel, self.response_model),
-            (Field::Agent, self.agent),
-            (Field::Tool, self.tool),
-            (Field::Conversation, self.conversation),
-            (Field::Workflow, self.workflow),
+            (Field::Provider, provider),
+            (Field::RequestModel, self.request_model.map(Cow::Borrowed)),
+            (Field::ResponseModel, self.response_model.map(Cow::Borrowed)),
+            (Field::Agent, self.agent.map(Cow::Borrowed)),
+            (Field::Tool, self.tool.map(Cow::Borrowed)),
+            (Field::Conversation, self.conversation.map(Cow::Borrowed)),
+            (Field::Workflow, self.workflow.map(Cow::Borrowed)),
         ];
         for (field, value) in texts {
-            let unchanged_at_home = found.best[field as usize]
-                .is_some_and(|(index, _)| Some(index) == found.canonical[field as usize])
-                && field != Field::Provider;
-            if let Some(value) = value
-                && !unchanged_at_home
-            {
-                set(field, Value::StringValue(value.to_string()));
+            if let Some(value) = value {
+                set(field, Wanted::Text(value));
             }
         }
         let counts = [
@@ -301,7 +322,7 @@ impl<'a> View<'a> {
         ];
         for (field, value) in counts {
             if let Some(value) = value {
-                set(field, Value::IntValue(value));
+                set(field, Wanted::Count(value));
             }
         }
         if let Some(kind) = self.kind {
@@ -309,7 +330,7 @@ impl<'a> View<'a> {
             if found.canonical[Field::Operation as usize].is_none() {
                 set(
                     Field::Operation,
-                    Value::StringValue(kind.otel_operation().into()),
+                    Wanted::Text(Cow::Borrowed(kind.otel_operation())),
                 );
             }
             changes.push((

@@ -259,10 +259,12 @@ async fn discard_body(body: Body, limit: usize) -> bool {
     true
 }
 
+/// axum reads bodies through http-body-util's `Limited`, whose error says
+/// the limit was hit; anything else is a broken body.
 fn is_length_limit(err: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(current) = source {
-        if current.to_string().contains("length limit exceeded") {
+        if current.is::<http_body_util::LengthLimitError>() {
             return true;
         }
         source = current.source();
