@@ -58,7 +58,26 @@ impl Daemon {
     /// Starts the daemon on `config`, in which `{http}`, `{grpc}`,
     /// `{telemetry}` and `{dir}` are replaced by free loopback addresses
     /// and the temp directory, and waits until it is ready.
+    ///
+    /// A port found free can be taken by a parallel test before the daemon
+    /// binds it, so a start that fails with "Address already in use" is
+    /// tried again on fresh ports.
     pub async fn start(config: &str) -> Daemon {
+        const ATTEMPTS: usize = 5;
+        for _ in 1..ATTEMPTS {
+            match Daemon::try_start(config).await {
+                Ok(daemon) => return daemon,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("lookout did not become ready:\n{log}"),
+            }
+        }
+        Daemon::try_start(config)
+            .await
+            .unwrap_or_else(|log| panic!("lookout did not become ready:\n{log}"))
+    }
+
+    /// Starts one daemon; the error is its log.
+    async fn try_start(config: &str) -> Result<Daemon, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let (http, grpc, telemetry) = (addr(free_port()), addr(free_port()), addr(free_port()));
@@ -79,7 +98,7 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start lookout");
-        let daemon = Daemon {
+        let mut daemon = Daemon {
             child: Some(child),
             dir,
             http,
@@ -87,11 +106,13 @@ impl Daemon {
             telemetry,
             log_path,
         };
-        daemon.wait_ready().await;
-        daemon
+        daemon.wait_ready().await?;
+        Ok(daemon)
     }
 
-    async fn wait_ready(&self) {
+    /// Waits for `/health/ready`; the error is the log of a daemon that
+    /// exited or never became ready.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let client = reqwest::Client::new();
         let url = format!("http://{}/health/ready", self.telemetry);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -99,11 +120,16 @@ impl Daemon {
             if let Ok(response) = client.get(&url).send().await
                 && response.status().is_success()
             {
-                return;
+                return Ok(());
+            }
+            let child = self.child.as_mut().expect("running");
+            if child.try_wait().expect("wait").is_some() {
+                self.child = None;
+                return Err(self.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("lookout did not become ready:\n{}", self.log());
+        Err(self.log())
     }
 
     pub fn pid(&self) -> u32 {
