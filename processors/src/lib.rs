@@ -1,11 +1,13 @@
 //! Lookout's processors.
 
+mod attributes;
 pub mod batch;
+pub mod cost;
 pub mod genai;
 
 use lookout_pipelines::ProcessorFactory;
 
 /// Every processor type this crate provides.
 pub fn factories() -> Vec<ProcessorFactory> {
-    vec![batch::factory(), genai::factory()]
+    vec![batch::factory(), genai::factory(), cost::factory()]
 }

@@ -29,16 +29,17 @@
 //! A span with none of these attributes is passed on untouched after one
 //! scan of its attribute keys.
 
-mod conventions;
+pub(crate) mod conventions;
 
 use std::borrow::Cow;
 
 use lookout_pipelines::component::parse_config;
 use lookout_pipelines::{ComponentId, Payload, Processor, ProcessorFactory, Signal};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::Deserialize;
 
+use crate::attributes::{count, set_attribute, text};
 use conventions::{EXCLUSIVE_CACHE_RANK, FIELDS, Field, Kind, classify};
 
 pub const KIND_ATTRIBUTE: &str = "lookout.genai.kind";
@@ -177,25 +178,6 @@ struct View<'a> {
     conversation: Option<&'a str>,
     workflow: Option<&'a str>,
     cache_added_to_input: bool,
-}
-
-fn text(value: &Value) -> Option<&str> {
-    match value {
-        Value::StringValue(s) if !s.is_empty() => Some(s),
-        _ => None,
-    }
-}
-
-/// Token counts arrive as ints, as doubles from some SDKs, and as strings
-/// from JSON-minded ones.
-fn count(value: &Value) -> Option<i64> {
-    match value {
-        Value::IntValue(i) => Some(*i),
-        Value::DoubleValue(d) if d.is_finite() => Some(d.round() as i64),
-        Value::StringValue(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-    .filter(|n| *n >= 0)
 }
 
 /// A value the view wants under an OTel name, not yet built.
@@ -343,21 +325,6 @@ impl<'a> View<'a> {
             changes.push((None, CACHE_ADDED_ATTRIBUTE, Value::BoolValue(true)));
         }
         changes
-    }
-}
-
-/// Sets `key` to `value`: at `known` if the caller found it, else wherever
-/// it is, else at the end.
-fn set_attribute(attributes: &mut Vec<KeyValue>, known: Option<usize>, key: &str, value: Value) {
-    let index = known.or_else(|| attributes.iter().position(|a| a.key == key));
-    let value = Some(AnyValue { value: Some(value) });
-    match index {
-        Some(index) => attributes[index].value = value,
-        None => attributes.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        }),
     }
 }
 

@@ -1,3 +1,4 @@
+use opentelemetry_proto::tonic::common::v1::AnyValue;
 use super::*;
 
 fn attribute(key: &str, value: Value) -> KeyValue {
