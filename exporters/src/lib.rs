@@ -5,6 +5,7 @@ pub mod blackhole;
 pub mod debug;
 pub mod file;
 pub mod otlp;
+pub mod prometheus;
 
 use lookout_pipelines::ExporterFactory;
 
@@ -15,5 +16,6 @@ pub fn factories() -> Vec<ExporterFactory> {
         debug::factory(),
         file::factory(),
         otlp::factory(),
+        prometheus::factory(),
     ]
 }

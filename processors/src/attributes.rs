@@ -4,7 +4,12 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 
 /// Sets `key` to `value`: at `known` if the caller found it, else wherever
 /// it is, else at the end.
-pub fn set_attribute(attributes: &mut Vec<KeyValue>, known: Option<usize>, key: &str, value: Value) {
+pub fn set_attribute(
+    attributes: &mut Vec<KeyValue>,
+    known: Option<usize>,
+    key: &str,
+    value: Value,
+) {
     let index = known.or_else(|| attributes.iter().position(|a| a.key == key));
     let value = Some(AnyValue { value: Some(value) });
     match index {

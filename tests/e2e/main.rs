@@ -5,6 +5,8 @@
 mod harness;
 
 mod backpressure;
+mod cost;
+mod fake_openai;
 mod forward;
 mod genai;
 mod http_protocol;

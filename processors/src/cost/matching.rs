@@ -16,13 +16,31 @@ fn strip_provider_prefix(id: &str) -> Option<&str> {
 
 /// Bedrock cross-region inference profiles: `us.anthropic.claude-…`.
 const REGION_PREFIXES: &[&str] = &[
-    "us.", "eu.", "apac.", "global.", "jp.", "au.", "ca.", "us-gov.", "regional.",
+    "us.",
+    "eu.",
+    "apac.",
+    "global.",
+    "jp.",
+    "au.",
+    "ca.",
+    "us-gov.",
+    "regional.",
 ];
 
 /// Bedrock model IDs name the vendor: `anthropic.claude-…`, `meta.llama…`.
 const VENDOR_PREFIXES: &[&str] = &[
-    "anthropic.", "amazon.", "meta.", "mistral.", "cohere.", "ai21.", "deepseek.", "openai.",
-    "qwen.", "google.", "writer.", "nvidia.",
+    "anthropic.",
+    "amazon.",
+    "meta.",
+    "mistral.",
+    "cohere.",
+    "ai21.",
+    "deepseek.",
+    "openai.",
+    "qwen.",
+    "google.",
+    "writer.",
+    "nvidia.",
 ];
 
 fn strip_any_prefix<'a>(id: &'a str, prefixes: &[&str]) -> Option<&'a str> {

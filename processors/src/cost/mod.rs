@@ -172,7 +172,10 @@ struct UnknownModels {
 impl UnknownModels {
     fn seen(&mut self, processor: &str, model: &str, now: Instant) {
         self.spans.increment(1);
-        if self.last_log.is_some_and(|at| now.duration_since(at) < self.interval) {
+        if self
+            .last_log
+            .is_some_and(|at| now.duration_since(at) < self.interval)
+        {
             self.suppressed += 1;
             return;
         }
@@ -203,18 +206,21 @@ impl CostProcessor {
         let patterns = compile_patterns(&config.match_patterns, &table)?;
         let rules = Rules::compile(&config.tts, &config.api_calls)?;
         if config.trace_rollup.max_traces == 0 || config.trace_rollup.max_spans == 0 {
-            return Err(BuildError::at(&["trace_rollup"], "max_traces and max_spans must be at least 1"));
+            return Err(BuildError::at(
+                &["trace_rollup"],
+                "max_traces and max_spans must be at least 1",
+            ));
         }
-        let result = |r: &'static str| {
-            counter!("lookout_cost_price_reloads_total", "processor" => name.to_string(), "result" => r)
-        };
+        let result = |r: &'static str| counter!("lookout_cost_price_reloads_total", "processor" => name.to_string(), "result" => r);
         Ok(CostProcessor {
             name: name.to_string(),
             table,
             patterns,
             rules,
             resolved: HashMap::new(),
-            next_reload: file.as_ref().map(|_| Instant::now() + config.reload_interval),
+            next_reload: file
+                .as_ref()
+                .map(|_| Instant::now() + config.reload_interval),
             file,
             unknown: UnknownModels {
                 spans: counter!("lookout_cost_unknown_model_spans_total", "processor" => name.to_string()),
@@ -253,7 +259,9 @@ impl CostProcessor {
                 .is_some_and(|s| s.code == StatusCode::Error as i32),
             is_agent: kind == Some(Kind::Agent),
             agent: read.text(&span.attributes, read.agent).map(str::to_string),
-            duration_ns: span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano),
+            duration_ns: span
+                .end_time_unix_nano
+                .saturating_sub(span.start_time_unix_nano),
             ..Default::default()
         };
         if contribution.is_agent && contribution.agent.is_none() {
@@ -261,7 +269,10 @@ impl CostProcessor {
         }
         let usage = read.usage(&span.attributes);
         let is_llm = usage.is_some()
-            && !matches!(kind, Some(Kind::Agent | Kind::Chain | Kind::Tool | Kind::Retriever));
+            && !matches!(
+                kind,
+                Some(Kind::Agent | Kind::Chain | Kind::Tool | Kind::Retriever)
+            );
         if let Some(usage) = usage.filter(|_| is_llm) {
             contribution.llm_call = true;
             contribution.input_tokens = usage.input;
@@ -281,7 +292,13 @@ impl CostProcessor {
         contribution
     }
 
-    fn price_llm(&mut self, span: &mut Span, read: &SpanRead, usage: &Usage, now: Instant) -> Option<f64> {
+    fn price_llm(
+        &mut self,
+        span: &mut Span,
+        read: &SpanRead,
+        usage: &Usage,
+        now: Instant,
+    ) -> Option<f64> {
         let attributes = &mut span.attributes;
         let reported = [read.cost, read.openinference_total]
             .into_iter()
@@ -290,7 +307,12 @@ impl CostProcessor {
         if self.config.reported_cost == ReportedCost::Prefer
             && let Some(reported) = reported.filter(|cost| *cost > 0.0 || !used_tokens)
         {
-            set_attribute(attributes, read.cost, "gen_ai.usage.cost", Value::DoubleValue(reported));
+            set_attribute(
+                attributes,
+                read.cost,
+                "gen_ai.usage.cost",
+                Value::DoubleValue(reported),
+            );
             set_status(attributes, "llm", "reported");
             return Some(reported);
         }
@@ -302,7 +324,12 @@ impl CostProcessor {
         };
         let breakdown = price.cost(usage);
         let total = breakdown.total();
-        set_attribute(attributes, read.cost, "gen_ai.usage.cost", Value::DoubleValue(total));
+        set_attribute(
+            attributes,
+            read.cost,
+            "gen_ai.usage.cost",
+            Value::DoubleValue(total),
+        );
         let parts = [
             ("lookout.cost.input_usd", breakdown.input),
             ("lookout.cost.output_usd", breakdown.output),
@@ -313,7 +340,12 @@ impl CostProcessor {
         for (key, usd) in parts {
             set_attribute(attributes, None, key, Value::DoubleValue(usd));
         }
-        set_attribute(attributes, None, "lookout.cost.price_model", Value::StringValue(price.model.clone()));
+        set_attribute(
+            attributes,
+            None,
+            "lookout.cost.price_model",
+            Value::StringValue(price.model.clone()),
+        );
         set_status(attributes, "llm", "computed");
         Some(total)
     }
@@ -326,7 +358,8 @@ impl CostProcessor {
         }
         file.stamp = stamp;
         let path = file.path.clone();
-        let rebuilt = read_prices_file(&path).and_then(|entries| build_table(&self.config, entries));
+        let rebuilt =
+            read_prices_file(&path).and_then(|entries| build_table(&self.config, entries));
         match rebuilt {
             Ok(table) => {
                 let models = table.len();
@@ -342,7 +375,11 @@ impl CostProcessor {
         }
     }
 
-    fn process_spans(&mut self, resources: &mut Vec<ResourceSpans>, released: &mut Vec<ResourceSpans>) {
+    fn process_spans(
+        &mut self,
+        resources: &mut Vec<ResourceSpans>,
+        released: &mut Vec<ResourceSpans>,
+    ) {
         let now = Instant::now();
         for resource in resources.iter_mut() {
             let mut roots = Vec::new();
@@ -350,13 +387,16 @@ impl CostProcessor {
                 let mut root_contributions = Vec::new();
                 for span in scope.spans.iter_mut() {
                     let contribution = self.price_span(span, now);
-                    let Some(trace) = self.rollup_trace(span) else { continue };
+                    let Some(trace) = self.rollup_trace(span) else {
+                        continue;
+                    };
                     if span.parent_span_id.is_empty() {
                         root_contributions.push(contribution);
                         continue;
                     }
                     let (id, parent) = (rollup::span_id(span), rollup::parent_id(span));
-                    self.rollup.record(trace, id, parent, contribution, now, released);
+                    self.rollup
+                        .record(trace, id, parent, contribution, now, released);
                 }
                 if root_contributions.is_empty() {
                     continue;
@@ -375,7 +415,8 @@ impl CostProcessor {
             }
             for (scope_index, trace, span, contribution) in roots {
                 let held = rollup::wrap(resource, &resource.scope_spans[scope_index], span);
-                self.rollup.hold_root(trace, held, contribution, now, released);
+                self.rollup
+                    .hold_root(trace, held, contribution, now, released);
             }
             resource.scope_spans.retain(|scope| !scope.spans.is_empty());
         }
@@ -391,8 +432,18 @@ impl CostProcessor {
 }
 
 fn set_status(attributes: &mut Vec<KeyValue>, cost_type: &str, status: &str) {
-    set_attribute(attributes, None, "lookout.cost.type", Value::StringValue(cost_type.into()));
-    set_attribute(attributes, None, "lookout.cost.status", Value::StringValue(status.into()));
+    set_attribute(
+        attributes,
+        None,
+        "lookout.cost.type",
+        Value::StringValue(cost_type.into()),
+    );
+    set_attribute(
+        attributes,
+        None,
+        "lookout.cost.status",
+        Value::StringValue(status.into()),
+    );
 }
 
 fn read_prices_file(path: &PathBuf) -> Result<Vec<PriceEntry>, String> {
@@ -412,24 +463,40 @@ fn build_table(config: &CostConfig, file_entries: Vec<PriceEntry>) -> Result<Pri
     } else {
         Vec::new()
     };
-    PriceTable::build(builtin.into_iter().chain(file_entries).chain(config.models.iter().cloned()))
+    PriceTable::build(
+        builtin
+            .into_iter()
+            .chain(file_entries)
+            .chain(config.models.iter().cloned()),
+    )
 }
 
-fn compile_patterns(configs: &[PatternConfig], table: &PriceTable) -> Result<Vec<Pattern>, BuildError> {
+fn compile_patterns(
+    configs: &[PatternConfig],
+    table: &PriceTable,
+) -> Result<Vec<Pattern>, BuildError> {
     configs
         .iter()
         .enumerate()
         .map(|(i, config)| {
             let index = i.to_string();
-            let at = |field: &str, message: String| BuildError::at(&["match_patterns", &index, field], message);
+            let at = |field: &str, message: String| {
+                BuildError::at(&["match_patterns", &index, field], message)
+            };
             let regex = regex::RegexBuilder::new(&config.pattern)
                 .case_insensitive(true)
                 .build()
                 .map_err(|error| at("pattern", error.to_string()))?;
             if !table.contains(&config.model.to_ascii_lowercase()) {
-                return Err(at("model", format!("{} is not in the price table", config.model)));
+                return Err(at(
+                    "model",
+                    format!("{} is not in the price table", config.model),
+                ));
             }
-            Ok(Pattern { regex, model: config.model.clone() })
+            Ok(Pattern {
+                regex,
+                model: config.model.clone(),
+            })
         })
         .collect()
 }
@@ -542,7 +609,10 @@ impl Processor for CostProcessor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        [self.rollup.next_deadline(), self.next_reload].into_iter().flatten().min()
+        [self.rollup.next_deadline(), self.next_reload]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn on_deadline(&mut self, now: Instant, out: &mut Vec<Payload>) {

@@ -231,9 +231,11 @@ fn entry_price(entry: &PriceEntry) -> Result<Price, String> {
     let mut tiers: Vec<Tier> = entry.tiers.iter().map(TierEntry::tier).collect();
     let rates = entry.rates();
     for rates in std::iter::once(&rates).chain(tiers.iter().map(|t| &t.rates)) {
-        let values = [rates.input, rates.output]
-            .into_iter()
-            .chain([rates.cache_read, rates.cache_write, rates.reasoning].into_iter().flatten());
+        let values = [rates.input, rates.output].into_iter().chain(
+            [rates.cache_read, rates.cache_write, rates.reasoning]
+                .into_iter()
+                .flatten(),
+        );
         if values.into_iter().any(|v| !v.is_finite() || v < 0.0) {
             return Err(format!("{model}: prices must be finite and not negative"));
         }

@@ -134,9 +134,7 @@ pub struct Rollup {
 
 impl Rollup {
     pub fn new(config: RollupConfig, processor: &str) -> Rollup {
-        let make = |outcome: &'static str| {
-            counter!("lookout_cost_rollup_traces_total", "processor" => processor.to_string(), "outcome" => outcome)
-        };
+        let make = |outcome: &'static str| counter!("lookout_cost_rollup_traces_total", "processor" => processor.to_string(), "outcome" => outcome);
         Rollup {
             config,
             traces: HashMap::new(),
@@ -160,23 +158,46 @@ impl Rollup {
 
     /// Records a non-root span. Roots finished within the last timeout do
     /// not reopen: their late children are counted instead.
-    pub fn record(&mut self, trace: TraceId, span: SpanId, parent: SpanId, contribution: Contribution, now: Instant, out: &mut Vec<ResourceSpans>) {
+    pub fn record(
+        &mut self,
+        trace: TraceId,
+        span: SpanId,
+        parent: SpanId,
+        contribution: Contribution,
+        now: Instant,
+        out: &mut Vec<ResourceSpans>,
+    ) {
         if self.finished_recently.contains_key(&trace) {
             self.metrics.late_spans.increment(1);
             return;
         }
-        self.open(trace, now).records.push(Record { span_id: span, parent, contribution });
+        self.open(trace, now).records.push(Record {
+            span_id: span,
+            parent,
+            contribution,
+        });
         self.records += 1;
         self.enforce_limits(out);
     }
 
     /// Holds a root span (in a copy of its resource and scope) until its
     /// trace is due.
-    pub fn hold_root(&mut self, trace: TraceId, resource: ResourceSpans, contribution: Contribution, now: Instant, out: &mut Vec<ResourceSpans>) {
+    pub fn hold_root(
+        &mut self,
+        trace: TraceId,
+        resource: ResourceSpans,
+        contribution: Contribution,
+        now: Instant,
+        out: &mut Vec<ResourceSpans>,
+    ) {
         let span_id = root_span(&resource).map(span_id).unwrap_or_default();
         let due = now + self.config.grace_period;
         let open = self.open(trace, now);
-        open.records.push(Record { span_id, parent: SpanId::default(), contribution });
+        open.records.push(Record {
+            span_id,
+            parent: SpanId::default(),
+            contribution,
+        });
         open.root = Some(HeldRoot { resource });
         open.root_due = Some(due);
         self.records += 1;
@@ -199,7 +220,9 @@ impl Rollup {
 
     fn enforce_limits(&mut self, out: &mut Vec<ResourceSpans>) {
         while self.traces.len() > self.config.max_traces || self.records > self.config.max_spans {
-            let Some(oldest) = self.order.pop_front() else { break };
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
             if self.traces.contains_key(&oldest) {
                 self.metrics.flushed_early.increment(1);
                 self.finish(oldest, out, false);
@@ -229,7 +252,8 @@ impl Rollup {
             }
         }
         let keep_for = self.config.timeout;
-        self.finished_recently.retain(|_, at| now.duration_since(*at) < keep_for);
+        self.finished_recently
+            .retain(|_, at| now.duration_since(*at) < keep_for);
         self.metrics.open_traces.set(self.traces.len() as f64);
     }
 
@@ -245,7 +269,9 @@ impl Rollup {
     }
 
     fn finish(&mut self, trace: TraceId, out: &mut Vec<ResourceSpans>, remember: bool) {
-        let Some(open) = self.traces.remove(&trace) else { return };
+        let Some(open) = self.traces.remove(&trace) else {
+            return;
+        };
         self.records -= open.records.len();
         let Some(mut held) = open.root else {
             self.metrics.without_root.increment(1);
@@ -276,7 +302,10 @@ pub fn span_id(span: &Span) -> SpanId {
 }
 
 pub fn parent_id(span: &Span) -> SpanId {
-    span.parent_span_id.as_slice().try_into().unwrap_or_default()
+    span.parent_span_id
+        .as_slice()
+        .try_into()
+        .unwrap_or_default()
 }
 
 /// A copy of `resource` and `scope` around one span.
@@ -320,7 +349,9 @@ pub fn totals(records: &[Record]) -> TraceTotals {
         totals.output_tokens += c.output_tokens;
         totals.llm_calls += u64::from(c.llm_call);
         totals.errors += u64::from(c.error);
-        if c.is_agent && let Some(agent) = &c.agent {
+        if c.is_agent
+            && let Some(agent) = &c.agent
+        {
             let entry = totals.agents.entry(agent.clone()).or_default();
             entry.duration_ms += c.duration_ns as f64 / 1e6;
         }
@@ -338,11 +369,41 @@ pub fn totals(records: &[Record]) -> TraceTotals {
 
 fn write_totals(root: &mut Span, totals: &TraceTotals) {
     let attributes = &mut root.attributes;
-    set_attribute(attributes, None, "lookout.trace.cost_usd", Value::DoubleValue(totals.cost_usd));
-    set_attribute(attributes, None, "lookout.trace.input_tokens", Value::IntValue(totals.input_tokens));
-    set_attribute(attributes, None, "lookout.trace.output_tokens", Value::IntValue(totals.output_tokens));
-    set_attribute(attributes, None, "lookout.trace.llm_calls", Value::IntValue(totals.llm_calls as i64));
-    set_attribute(attributes, None, "lookout.trace.errors", Value::IntValue(totals.errors as i64));
+    set_attribute(
+        attributes,
+        None,
+        "lookout.trace.cost_usd",
+        Value::DoubleValue(totals.cost_usd),
+    );
+    set_attribute(
+        attributes,
+        None,
+        "lookout.trace.input_tokens",
+        Value::IntValue(totals.input_tokens),
+    );
+    set_attribute(
+        attributes,
+        None,
+        "lookout.trace.output_tokens",
+        Value::IntValue(totals.output_tokens),
+    );
+    set_attribute(
+        attributes,
+        None,
+        "lookout.trace.llm_calls",
+        Value::IntValue(totals.llm_calls as i64),
+    );
+    set_attribute(
+        attributes,
+        None,
+        "lookout.trace.errors",
+        Value::IntValue(totals.errors as i64),
+    );
     let agents = serde_json::to_string(&totals.agents).unwrap_or_default();
-    set_attribute(attributes, None, "lookout.trace.agents", Value::StringValue(agents));
+    set_attribute(
+        attributes,
+        None,
+        "lookout.trace.agents",
+        Value::StringValue(agents),
+    );
 }

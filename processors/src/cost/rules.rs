@@ -57,7 +57,10 @@ impl Matcher {
         path: &[&str],
     ) -> Result<Matcher, BuildError> {
         if span_name.is_none() && tool.is_none() && attributes.is_empty() {
-            return Err(BuildError::at(path, "give span_name, tool or attributes to say which spans this prices"));
+            return Err(BuildError::at(
+                path,
+                "give span_name, tool or attributes to say which spans this prices",
+            ));
         }
         let span_name = span_name
             .map(Regex::new)
@@ -71,11 +74,17 @@ impl Matcher {
     }
 
     fn matches(&self, span: &Span, tool: Option<&str>) -> bool {
-        self.tool.as_deref().is_none_or(|wanted| tool == Some(wanted))
-            && self.span_name.as_ref().is_none_or(|regex| regex.is_match(&span.name))
+        self.tool
+            .as_deref()
+            .is_none_or(|wanted| tool == Some(wanted))
+            && self
+                .span_name
+                .as_ref()
+                .is_none_or(|regex| regex.is_match(&span.name))
             && self.attributes.iter().all(|(key, wanted)| {
                 span.attributes.iter().any(|a| {
-                    a.key == *key && matches!(value_of(a), Some(Value::StringValue(v)) if v == wanted)
+                    a.key == *key
+                        && matches!(value_of(a), Some(Value::StringValue(v)) if v == wanted)
                 })
             })
     }
@@ -94,7 +103,10 @@ fn check_price(usd: f64, path: &[&str]) -> Result<f64, BuildError> {
     if usd.is_finite() && usd >= 0.0 {
         Ok(usd)
     } else {
-        Err(BuildError::at(path, "must be a finite amount, not negative"))
+        Err(BuildError::at(
+            path,
+            "must be a finite amount, not negative",
+        ))
     }
 }
 
@@ -103,14 +115,27 @@ impl Rules {
         let mut rules = Vec::new();
         for (i, rule) in tts.iter().enumerate() {
             let index = i.to_string();
-            let matcher = Matcher::compile(rule.span_name.as_deref(), rule.tool.as_ref(), &rule.attributes, &["tts", &index])?;
-            let usd = check_price(rule.usd_per_character, &["tts", &index, "usd_per_character"])?;
+            let matcher = Matcher::compile(
+                rule.span_name.as_deref(),
+                rule.tool.as_ref(),
+                &rule.attributes,
+                &["tts", &index],
+            )?;
+            let usd = check_price(
+                rule.usd_per_character,
+                &["tts", &index, "usd_per_character"],
+            )?;
             let attribute = rule.characters_attribute.clone();
             rules.push((matcher, Charge::PerCharacter { usd, attribute }));
         }
         for (i, rule) in calls.iter().enumerate() {
             let index = i.to_string();
-            let matcher = Matcher::compile(rule.span_name.as_deref(), rule.tool.as_ref(), &rule.attributes, &["api_calls", &index])?;
+            let matcher = Matcher::compile(
+                rule.span_name.as_deref(),
+                rule.tool.as_ref(),
+                &rule.attributes,
+                &["api_calls", &index],
+            )?;
             let usd = check_price(rule.usd_per_call, &["api_calls", &index, "usd_per_call"])?;
             rules.push((matcher, Charge::PerCall { usd }));
         }
@@ -136,17 +161,42 @@ impl Rules {
                     .and_then(value_of)
                     .and_then(characters);
                 let Some(characters) = characters else {
-                    set_attribute(attributes, None, "lookout.cost.type", Value::StringValue("tts".into()));
-                    set_attribute(attributes, None, "lookout.cost.status", Value::StringValue("unknown_usage".into()));
+                    set_attribute(
+                        attributes,
+                        None,
+                        "lookout.cost.type",
+                        Value::StringValue("tts".into()),
+                    );
+                    set_attribute(
+                        attributes,
+                        None,
+                        "lookout.cost.status",
+                        Value::StringValue("unknown_usage".into()),
+                    );
                     return None;
                 };
                 ("tts", "lookout.cost.tts_usd", characters as f64 * usd)
             }
         };
         set_attribute(attributes, None, key, Value::DoubleValue(usd));
-        set_attribute(attributes, None, "gen_ai.usage.cost", Value::DoubleValue(usd));
-        set_attribute(attributes, None, "lookout.cost.type", Value::StringValue(cost_type.into()));
-        set_attribute(attributes, None, "lookout.cost.status", Value::StringValue("computed".into()));
+        set_attribute(
+            attributes,
+            None,
+            "gen_ai.usage.cost",
+            Value::DoubleValue(usd),
+        );
+        set_attribute(
+            attributes,
+            None,
+            "lookout.cost.type",
+            Value::StringValue(cost_type.into()),
+        );
+        set_attribute(
+            attributes,
+            None,
+            "lookout.cost.status",
+            Value::StringValue("computed".into()),
+        );
         Some(usd)
     }
 }

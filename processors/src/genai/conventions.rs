@@ -22,9 +22,13 @@ pub enum Field {
     Workflow,
     /// `traceloop.entity.name`: an agent or a tool, depending on the kind.
     TraceloopEntity,
+    /// The LangGraph node a span runs in: LangSmith's
+    /// `langsmith.metadata.langgraph_node`, or inside OpenInference's
+    /// `metadata` JSON.
+    LanggraphNode,
 }
 
-pub const FIELDS: usize = 14;
+pub const FIELDS: usize = 15;
 
 impl Field {
     /// The current OTel GenAI name, where the normalised value goes.
@@ -43,7 +47,7 @@ impl Field {
             Field::Tool => "gen_ai.tool.name",
             Field::Conversation => "gen_ai.conversation.id",
             Field::Workflow => "gen_ai.workflow.name",
-            Field::TraceloopEntity => return None,
+            Field::TraceloopEntity | Field::LanggraphNode => return None,
         })
     }
 }
@@ -99,6 +103,8 @@ pub fn classify(key: &str) -> Option<(Field, u8)> {
         "gen_ai.tool.name" => (Tool, 0),
         "tool.name" => (Tool, 1),
         "traceloop.entity.name" => (TraceloopEntity, 0),
+        "langsmith.metadata.langgraph_node" => (LanggraphNode, 0),
+        "metadata" => (LanggraphNode, 1),
         "gen_ai.conversation.id" => (Conversation, 0),
         "session.id" => (Conversation, 1),
         "langsmith.trace.session_id" => (Conversation, 2),

@@ -8,6 +8,7 @@
 //!   genai:
 //!     drop_original: false          # true: remove the attributes the view was read from
 //!     cache_tokens_in_input: auto   # auto | included | excluded
+//!     langgraph_nodes_as_agents: true
 //! ```
 //!
 //! Written back: `gen_ai.provider.name` (lower case), `gen_ai.request.model`,
@@ -25,6 +26,13 @@
 //! With `auto`, input tokens that arrived beside those names get the cache
 //! counts added, and `lookout.genai.cache_added_to_input` is set;
 //! `included` and `excluded` force either reading for every source.
+//!
+//! **LangGraph.** A multi-agent LangGraph graph runs each agent as a
+//! node, and instrumentations trace a node as a chain span named after it
+//! that carries `langgraph_node` in its metadata. With
+//! `langgraph_nodes_as_agents` such a span becomes an agent
+//! (`gen_ai.agent.name` = the node), so costs roll up per agent; the spans
+//! inside the node keep their own kind.
 //!
 //! A span with none of these attributes is passed on untouched after one
 //! scan of its attribute keys.
@@ -67,11 +75,22 @@ pub enum CacheTokens {
     Excluded,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GenAiConfig {
     pub drop_original: bool,
     pub cache_tokens_in_input: CacheTokens,
+    pub langgraph_nodes_as_agents: bool,
+}
+
+impl Default for GenAiConfig {
+    fn default() -> Self {
+        GenAiConfig {
+            drop_original: false,
+            cache_tokens_in_input: CacheTokens::Auto,
+            langgraph_nodes_as_agents: true,
+        }
+    }
 }
 
 pub struct GenAiProcessor {
@@ -88,7 +107,15 @@ impl GenAiProcessor {
         if found.is_empty() {
             return;
         }
-        let view = View::read(&span.attributes, &found, self.config.cache_tokens_in_input);
+        let mut view = View::read(&span.attributes, &found, self.config.cache_tokens_in_input);
+        if self.config.langgraph_nodes_as_agents
+            && view.agent.is_none()
+            && matches!(view.kind, Some(Kind::Chain) | None)
+            && found.langgraph_node(&span.attributes) == Some(span.name.as_str())
+        {
+            view.kind = Some(Kind::Agent);
+            view.agent = Some(&span.name);
+        }
         let changes = view.changes(&span.attributes, &found);
         for (at, key, value) in changes {
             set_attribute(&mut span.attributes, at, key, value);
@@ -152,12 +179,35 @@ impl Found {
         Some((value, rank))
     }
 
-    /// Removes every alias the view reads from, keeping the OTel names.
+    /// Removes every alias the view reads from, keeping the OTel names
+    /// and the metadata, which carries more than the view reads.
     fn drop_aliases(attributes: &mut Vec<KeyValue>) {
         attributes.retain(|attribute| {
-            classify(&attribute.key)
-                .is_none_or(|(field, rank)| rank == 0 && field.canonical().is_some())
+            classify(&attribute.key).is_none_or(|(field, rank)| {
+                (rank == 0 && field.canonical().is_some()) || field == Field::LanggraphNode
+            })
         });
+    }
+
+    /// The LangGraph node of the span, from whichever convention has it.
+    fn langgraph_node<'a>(&self, attributes: &'a [KeyValue]) -> Option<&'a str> {
+        match self.value(attributes, Field::LanggraphNode)? {
+            (Value::StringValue(node), 0) => Some(node),
+            // OpenInference's metadata is JSON; only spans that mention a
+            // node pay for parsing it.
+            (Value::StringValue(json), _) if json.contains("\"langgraph_node\"") => {
+                let (_, after) = json.split_once("\"langgraph_node\"")?;
+                let value = after
+                    .trim_start()
+                    .strip_prefix(':')?
+                    .trim_start()
+                    .strip_prefix('"')?;
+                let end = value.find('"')?;
+                // Node names with escapes are not worth a JSON parser here.
+                Some(&value[..end]).filter(|node| !node.contains('\\'))
+            }
+            _ => None,
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-use opentelemetry_proto::tonic::common::v1::AnyValue;
 use super::*;
+use opentelemetry_proto::tonic::common::v1::AnyValue;
 
 fn attribute(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -382,4 +382,62 @@ fn unknown_config_keys_are_rejected() {
     let raw = serde_yaml::from_str("drop_originals: true").unwrap();
     let id = ComponentId::parse("genai").unwrap();
     assert!((factory().build)(&id, raw, Signal::Traces).is_err());
+}
+
+fn named(name: &str, attributes: Vec<KeyValue>, config: GenAiConfig) -> Vec<KeyValue> {
+    let mut span = Span {
+        name: name.into(),
+        attributes,
+        ..Default::default()
+    };
+    GenAiProcessor::new(config).normalise(&mut span);
+    span.attributes
+}
+
+#[test]
+fn a_langgraph_node_span_is_an_agent() {
+    let metadata = r#"{"langgraph_step": 1, "langgraph_node": "researcher", "langgraph_path": ["__pregel_pull", "researcher"]}"#;
+    let node = vec![
+        s("openinference.span.kind", "CHAIN"),
+        s("metadata", metadata),
+    ];
+    let out = named("researcher", node.clone(), GenAiConfig::default());
+    assert_eq!(
+        string_at(&out, "gen_ai.agent.name").as_deref(),
+        Some("researcher")
+    );
+    assert_eq!(string_at(&out, KIND_ATTRIBUTE).as_deref(), Some("agent"));
+    assert_eq!(
+        get(&out, "metadata"),
+        get(&node, "metadata"),
+        "metadata is kept"
+    );
+
+    // A model call inside the node keeps its kind.
+    let inside = vec![s("openinference.span.kind", "LLM"), s("metadata", metadata)];
+    let out = named("FakeChat", inside, GenAiConfig::default());
+    assert_eq!(string_at(&out, KIND_ATTRIBUTE).as_deref(), Some("llm"));
+    assert_eq!(string_at(&out, "gen_ai.agent.name"), None);
+
+    let langsmith = vec![
+        s("langsmith.span.kind", "chain"),
+        s("langsmith.metadata.langgraph_node", "writer"),
+    ];
+    let out = named("writer", langsmith, GenAiConfig::default());
+    assert_eq!(
+        string_at(&out, "gen_ai.agent.name").as_deref(),
+        Some("writer")
+    );
+
+    let off = GenAiConfig {
+        langgraph_nodes_as_agents: false,
+        drop_original: true,
+        ..Default::default()
+    };
+    let out = named("researcher", node, off);
+    assert_eq!(string_at(&out, KIND_ATTRIBUTE).as_deref(), Some("chain"));
+    assert!(
+        get(&out, "metadata").is_some(),
+        "drop_original keeps the metadata"
+    );
 }
