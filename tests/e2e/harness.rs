@@ -51,12 +51,14 @@ pub struct Daemon {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub telemetry: SocketAddr,
+    /// A spare free address, for `{extra}` (a component's own endpoint).
+    pub extra: SocketAddr,
     log_path: PathBuf,
 }
 
 impl Daemon {
     /// Starts the daemon on `config`, in which `{http}`, `{grpc}`,
-    /// `{telemetry}` and `{dir}` are replaced by free loopback addresses
+    /// `{telemetry}`, `{extra}` and `{dir}` are replaced by free loopback addresses
     /// and the temp directory, and waits until it is ready.
     ///
     /// A port found free can be taken by a parallel test before the daemon
@@ -81,7 +83,9 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let (http, grpc, telemetry) = (addr(free_port()), addr(free_port()), addr(free_port()));
+        let extra = addr(free_port());
         let config = config
+            .replace("{extra}", &extra.to_string())
             .replace("{http}", &http.to_string())
             .replace("{grpc}", &grpc.to_string())
             .replace("{telemetry}", &telemetry.to_string())
@@ -104,6 +108,7 @@ impl Daemon {
             http,
             grpc,
             telemetry,
+            extra,
             log_path,
         };
         daemon.wait_ready().await?;

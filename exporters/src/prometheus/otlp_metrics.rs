@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     number_data_point,
 };
 
-use super::registry::{Kind, Labels, Registry, Update, Value, label_name, metric_name};
+use super::registry::{Kind, Labels, MetricInfo, Registry, Update, Value, label_name, metric_name};
 
 pub struct Dropped {
     pub unsupported: Counter,
@@ -58,7 +58,17 @@ fn record_metric(
     let mut put = |name: &str, kind: Kind, attributes: &[KeyValue], update: Update| {
         let labels = labels(attributes, service);
         if registry
-            .update(name, help, kind, true, labels, update, now)
+            .update(
+                MetricInfo {
+                    name,
+                    help,
+                    kind,
+                    expires: true,
+                },
+                labels,
+                update,
+                now,
+            )
             .is_err()
         {
             dropped.conflicting.increment(1);

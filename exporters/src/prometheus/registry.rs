@@ -87,6 +87,16 @@ pub struct Registry {
     families: BTreeMap<String, Family>,
 }
 
+/// The family a sample belongs to, created on first use.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricInfo<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    pub kind: Kind,
+    /// Relayed from applications: series expire when not updated.
+    pub expires: bool,
+}
+
 /// How an update changes a series.
 pub enum Update {
     /// Adds to a counter or gauge, or adds a histogram's counts and sum.
@@ -106,14 +116,17 @@ impl Registry {
 
     pub fn update(
         &mut self,
-        name: &str,
-        help: &str,
-        kind: Kind,
-        expires: bool,
+        metric: MetricInfo,
         labels: Labels,
         update: Update,
         now: Instant,
     ) -> Result<(), Refused> {
+        let MetricInfo {
+            name,
+            help,
+            kind,
+            expires,
+        } = metric;
         if !self.families.contains_key(name) && self.families.len() >= self.limits.max_metrics {
             return Err(Refused::TooManyMetrics);
         }

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, status::StatusCode};
 
-use super::registry::{Kind, Labels, Registry, Update, Value};
+use super::registry::{Kind, Labels, MetricInfo, Registry, Update, Value};
 
 const REQUEST_SECONDS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
@@ -171,7 +171,13 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 fn add(registry: &mut Registry, name: &str, help: &str, labels: Labels, amount: f64, now: Instant) {
     let update = Update::Add(Value::Number(amount));
-    let _ = registry.update(name, help, Kind::Counter, false, labels, update, now);
+    let metric = MetricInfo {
+        name,
+        help,
+        kind: Kind::Counter,
+        expires: false,
+    };
+    let _ = registry.update(metric, labels, update, now);
 }
 
 fn observe(
@@ -195,10 +201,12 @@ fn observe(
         sum: value,
     };
     let _ = registry.update(
-        name,
-        help,
-        Kind::Histogram,
-        false,
+        MetricInfo {
+            name,
+            help,
+            kind: Kind::Histogram,
+            expires: false,
+        },
         labels,
         Update::Add(histogram),
         now,

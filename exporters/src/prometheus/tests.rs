@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-use super::registry::{Kind, Limits, Registry, Update, Value};
+use super::registry::{Kind, Limits, MetricInfo, Registry, Update, Value};
 use super::*;
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
@@ -167,10 +167,12 @@ fn label_sets_beyond_the_cap_go_to_other() {
         let labels = vec![("model".to_string(), format!("m{i}"))];
         registry
             .update(
-                "x_total",
-                "x",
-                Kind::Counter,
-                false,
+                MetricInfo {
+                    name: "x_total",
+                    help: "x",
+                    kind: Kind::Counter,
+                    expires: false,
+                },
                 labels,
                 Update::Add(Value::Number(1.0)),
                 now,
@@ -181,10 +183,12 @@ fn label_sets_beyond_the_cap_go_to_other() {
     let text = registry.render(now);
     assert!(text.contains("x_total{model=\"other\"} 7\n"), "{text}");
     let conflict = registry.update(
-        "x_total",
-        "x",
-        Kind::Gauge,
-        false,
+        MetricInfo {
+            name: "x_total",
+            help: "x",
+            kind: Kind::Gauge,
+            expires: false,
+        },
         Vec::new(),
         Update::Set(Value::Number(1.0)),
         now,
@@ -199,10 +203,12 @@ fn label_values_are_escaped() {
     let labels = vec![("model".to_string(), "a\"b\\c\nd".to_string())];
     registry
         .update(
-            "x_total",
-            "line\none",
-            Kind::Counter,
-            false,
+            MetricInfo {
+                name: "x_total",
+                help: "line\none",
+                kind: Kind::Counter,
+                expires: false,
+            },
             labels,
             Update::Add(Value::Number(1.0)),
             now,

@@ -362,7 +362,7 @@ impl CostProcessor {
             read_prices_file(&path).and_then(|entries| build_table(&self.config, entries));
         match rebuilt {
             Ok(table) => {
-                let models = table.len();
+                let models = table.id_count();
                 self.table = table;
                 self.resolved.clear();
                 self.reloads_ok.increment(1);

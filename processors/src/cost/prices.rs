@@ -221,7 +221,8 @@ impl PriceTable {
         self.by_id.contains_key(id)
     }
 
-    pub fn len(&self) -> usize {
+    /// How many IDs and aliases the table knows.
+    pub fn id_count(&self) -> usize {
         self.by_id.len()
     }
 }
