@@ -6,6 +6,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use lookout_loadgen::workload::{Generator, WorkloadConfig};
 use lookout_pipelines::{Payload, Processor, Signal};
 use lookout_processors::batch::{BatchConfig, BatchProcessor};
+use lookout_processors::cost::{CostConfig, CostProcessor};
 use lookout_processors::genai::{GenAiConfig, GenAiProcessor};
 
 /// The daemon's allocator, so that figures match what it does.
@@ -24,7 +25,8 @@ fn payloads(count: usize) -> Vec<Payload> {
         .collect()
 }
 
-/// Times `make()`'s processor over `requests` payloads, per span.
+/// Times `make()`'s processor over `requests` payloads, per span,
+/// including the flush at the end (which releases what it holds).
 fn bench_processor<P: Processor>(
     c: &mut Criterion,
     name: &str,
@@ -36,9 +38,10 @@ fn bench_processor<P: Processor>(
     group.throughput(Throughput::Elements((requests * SPANS) as u64));
     group.bench_function(name, |b| {
         b.iter_batched(
-            || input.clone(),
-            |input| {
-                let mut processor = make();
+            // Built outside the timing: the cost processor parses its
+            // price table once, at startup.
+            || (input.clone(), make()),
+            |(input, mut processor)| {
                 let mut out = Vec::new();
                 for payload in input {
                     processor.process(payload, &mut out);
@@ -70,5 +73,39 @@ fn genai(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, batch, genai);
+fn cost(c: &mut Criterion) {
+    bench_processor(c, "cost", 20, || {
+        CostProcessor::new("cost", CostConfig::default()).expect("the default config builds")
+    });
+}
+
+/// The two LLM processors as a pipeline runs them: genai, then cost.
+struct GenAiThenCost {
+    genai: GenAiProcessor,
+    cost: CostProcessor,
+    between: Vec<Payload>,
+}
+
+impl Processor for GenAiThenCost {
+    fn process(&mut self, payload: Payload, out: &mut Vec<Payload>) {
+        self.genai.process(payload, &mut self.between);
+        for payload in self.between.drain(..) {
+            self.cost.process(payload, out);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<Payload>) {
+        self.cost.flush(out);
+    }
+}
+
+fn genai_then_cost(c: &mut Criterion) {
+    bench_processor(c, "genai+cost", 20, || GenAiThenCost {
+        genai: GenAiProcessor::new(GenAiConfig::default()),
+        cost: CostProcessor::new("cost", CostConfig::default()).expect("the default config builds"),
+        between: Vec::new(),
+    });
+}
+
+criterion_group!(benches, batch, genai, cost, genai_then_cost);
 criterion_main!(benches);

@@ -57,8 +57,8 @@ use std::time::{Duration, SystemTime};
 use lookout_pipelines::component::parse_config;
 use lookout_pipelines::{BuildError, ComponentId, Payload, Processor, ProcessorFactory, Signal};
 use metrics::{Counter, counter};
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, status::StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -313,15 +313,28 @@ impl CostProcessor {
                 "gen_ai.usage.cost",
                 Value::DoubleValue(reported),
             );
-            set_status(attributes, "llm", "reported");
+            set_status(attributes, !read.has_cost_keys, "llm", "reported");
             return Some(reported);
         }
-        let model = read.model(attributes).unwrap_or_default().to_string();
-        let Some(price) = self.price_of(&model) else {
-            self.unknown.seen(&self.name, &model, now);
-            set_status(attributes, "llm", "unknown_model");
+        let price = {
+            let model = read.model(attributes).unwrap_or_default();
+            let price = self.price_of(model);
+            if price.is_none() {
+                self.unknown.seen(&self.name, model, now);
+            }
+            price
+        };
+        // A span the cost processor has not seen has none of its keys, so
+        // they are appended without looking for them first.
+        let fresh = !read.has_cost_keys;
+        let Some(price) = price else {
+            set_status(attributes, fresh, "llm", "unknown_model");
             return None;
         };
+        if fresh {
+            // One growth of the attribute list rather than several.
+            attributes.reserve(9);
+        }
         let breakdown = price.cost(usage);
         let total = breakdown.total();
         set_attribute(
@@ -338,15 +351,11 @@ impl CostProcessor {
             ("lookout.cost.reasoning_usd", breakdown.reasoning),
         ];
         for (key, usd) in parts {
-            set_attribute(attributes, None, key, Value::DoubleValue(usd));
+            put(attributes, fresh, key, Value::DoubleValue(usd));
         }
-        set_attribute(
-            attributes,
-            None,
-            "lookout.cost.price_model",
-            Value::StringValue(price.model.clone()),
-        );
-        set_status(attributes, "llm", "computed");
+        let price_model = Value::StringValue(price.model.clone());
+        put(attributes, fresh, "lookout.cost.price_model", price_model);
+        set_status(attributes, fresh, "llm", "computed");
         Some(total)
     }
 
@@ -431,19 +440,28 @@ impl CostProcessor {
     }
 }
 
-fn set_status(attributes: &mut Vec<KeyValue>, cost_type: &str, status: &str) {
-    set_attribute(
+fn set_status(attributes: &mut Vec<KeyValue>, fresh: bool, cost_type: &str, status: &str) {
+    let cost_type = Value::StringValue(cost_type.into());
+    put(attributes, fresh, "lookout.cost.type", cost_type);
+    put(
         attributes,
-        None,
-        "lookout.cost.type",
-        Value::StringValue(cost_type.into()),
-    );
-    set_attribute(
-        attributes,
-        None,
+        fresh,
         "lookout.cost.status",
         Value::StringValue(status.into()),
     );
+}
+
+/// Appends when the key is known to be absent, else sets it in place.
+fn put(attributes: &mut Vec<KeyValue>, fresh: bool, key: &str, value: Value) {
+    if fresh {
+        attributes.push(KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        });
+    } else {
+        set_attribute(attributes, None, key, value);
+    }
 }
 
 fn read_prices_file(path: &PathBuf) -> Result<Vec<PriceEntry>, String> {
@@ -518,6 +536,8 @@ struct SpanRead {
     agent: Option<usize>,
     tool: Option<usize>,
     already_priced: Option<usize>,
+    /// Whether any `lookout.cost.*` key is present.
+    has_cost_keys: bool,
 }
 
 impl SpanRead {
@@ -539,10 +559,14 @@ impl SpanRead {
                 "gen_ai.agent.name" => &mut read.agent,
                 "gen_ai.tool.name" => &mut read.tool,
                 "lookout.cost.status" => &mut read.already_priced,
-                _ => continue,
+                key => {
+                    read.has_cost_keys |= key.starts_with("lookout.cost.");
+                    continue;
+                }
             };
             *slot = Some(index);
         }
+        read.has_cost_keys |= read.already_priced.is_some();
         read
     }
 
