@@ -101,6 +101,9 @@ fn validate(path: &Path) -> ExitCode {
 }
 
 fn run(path: &Path) -> ExitCode {
+    // Before the components are built: counters a component registers in
+    // its constructor would otherwise go to no recorder at all.
+    lookout_pipelines::telemetry::metrics::install();
     let loaded = config::load_file(path, &components());
     let Some(plan) = loaded.plan else {
         print_diagnostics(path, &loaded.diagnostics);

@@ -205,6 +205,11 @@ async fn promtool_finds_nothing_wrong_with_the_page() {
         output.status.success() && said.trim().is_empty(),
         "promtool said:\n{said}\non:\n{text}"
     );
+    // The unknown model is counted in the self-telemetry, whose counters
+    // the components register while the config is built.
+    let telemetry = daemon.metrics().await;
+    let unknown = "lookout_cost_unknown_model_spans_total{processor=\"cost\"} 1";
+    assert!(telemetry.contains(unknown), "{telemetry}");
 }
 
 /// A Prometheus server on a free port in a temp directory, killed on drop.

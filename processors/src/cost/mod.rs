@@ -18,7 +18,7 @@
 //!       - {tool: web_search, usd_per_call: 0.01}
 //!     trace_rollup:
 //!       enabled: true
-//!       grace_period: 2s          # a root waits this long for late children
+//!       grace_period: 2s          # a root waits this long for late children; 0s: finish on the root at once
 //!       timeout: 60s              # a trace without a root is forgotten after this
 //!       max_traces: 20000         # open traces; the oldest finish early beyond it
 //!       max_spans: 500000         # span records over all open traces
@@ -154,6 +154,8 @@ pub struct CostProcessor {
     patterns: Vec<Pattern>,
     rules: Rules,
     resolved: HashMap<Box<str>, Option<Arc<Price>>>,
+    /// Agent names, shared by the roll-up records that carry them.
+    agent_names: HashMap<Box<str>, Arc<str>>,
     file: Option<WatchedFile>,
     next_reload: Option<Instant>,
     unknown: UnknownModels,
@@ -218,6 +220,7 @@ impl CostProcessor {
             patterns,
             rules,
             resolved: HashMap::new(),
+            agent_names: HashMap::new(),
             next_reload: file
                 .as_ref()
                 .map(|_| Instant::now() + config.reload_interval),
@@ -258,14 +261,16 @@ impl CostProcessor {
                 .as_ref()
                 .is_some_and(|s| s.code == StatusCode::Error as i32),
             is_agent: kind == Some(Kind::Agent),
-            agent: read.text(&span.attributes, read.agent).map(str::to_string),
+            agent: read
+                .text(&span.attributes, read.agent)
+                .map(|name| intern(&mut self.agent_names, name)),
             duration_ns: span
                 .end_time_unix_nano
                 .saturating_sub(span.start_time_unix_nano),
             ..Default::default()
         };
         if contribution.is_agent && contribution.agent.is_none() {
-            contribution.agent = Some(span.name.clone());
+            contribution.agent = Some(intern(&mut self.agent_names, &span.name));
         }
         let usage = read.usage(&span.attributes);
         let is_llm = usage.is_some()
@@ -384,49 +389,73 @@ impl CostProcessor {
         }
     }
 
+    /// Prices every span and records it in its trace, then deals with the
+    /// roots once the whole payload is recorded, so that children sent
+    /// beside their root are never late.
     fn process_spans(
         &mut self,
         resources: &mut Vec<ResourceSpans>,
         released: &mut Vec<ResourceSpans>,
     ) {
         let now = Instant::now();
-        for resource in resources.iter_mut() {
-            let mut roots = Vec::new();
+        let mut roots = Vec::new();
+        for (resource_index, resource) in resources.iter_mut().enumerate() {
             for (scope_index, scope) in resource.scope_spans.iter_mut().enumerate() {
-                let mut root_contributions = Vec::new();
-                for span in scope.spans.iter_mut() {
+                for (span_index, span) in scope.spans.iter_mut().enumerate() {
                     let contribution = self.price_span(span, now);
                     let Some(trace) = self.rollup_trace(span) else {
                         continue;
                     };
                     if span.parent_span_id.is_empty() {
-                        root_contributions.push(contribution);
+                        let at = (resource_index, scope_index, span_index);
+                        roots.push((at, trace, contribution));
                         continue;
                     }
                     let (id, parent) = (rollup::span_id(span), rollup::parent_id(span));
                     self.rollup
                         .record(trace, id, parent, contribution, now, released);
                 }
-                if root_contributions.is_empty() {
-                    continue;
-                }
-                // Roots leave the payload in the order they were priced.
-                let mut contributions = root_contributions.into_iter();
-                for span in std::mem::take(&mut scope.spans) {
-                    match self.rollup_trace(&span) {
-                        Some(trace) if span.parent_span_id.is_empty() => {
-                            let contribution = contributions.next().unwrap_or_default();
-                            roots.push((scope_index, trace, span, contribution));
-                        }
-                        _ => scope.spans.push(span),
-                    }
-                }
             }
-            for (scope_index, trace, span, contribution) in roots {
-                let held = rollup::wrap(resource, &resource.scope_spans[scope_index], span);
-                self.rollup
-                    .hold_root(trace, held, contribution, now, released);
+        }
+        if roots.is_empty() {
+            return;
+        }
+        if self.rollup.holds_roots() {
+            self.hold_roots(resources, roots, now, released);
+        } else {
+            for ((r, s, i), trace, contribution) in roots {
+                let root = &mut resources[r].scope_spans[s].spans[i];
+                self.rollup.finish_now(trace, root, contribution, now);
             }
+        }
+    }
+
+    /// Moves the roots out of the payload, each into a copy of its
+    /// resource and scope, to wait for their grace period.
+    fn hold_roots(
+        &mut self,
+        resources: &mut Vec<ResourceSpans>,
+        roots: Vec<((usize, usize, usize), rollup::TraceId, Contribution)>,
+        now: Instant,
+        released: &mut Vec<ResourceSpans>,
+    ) {
+        // Backwards, so that removing a span leaves the earlier positions
+        // valid.
+        let mut held = Vec::with_capacity(roots.len());
+        for ((r, s, i), trace, contribution) in roots.into_iter().rev() {
+            let resource = &mut resources[r];
+            let span = resource.scope_spans[s].spans.remove(i);
+            held.push((
+                rollup::wrap(resource, &resource.scope_spans[s], span),
+                trace,
+                contribution,
+            ));
+        }
+        for (wrapped, trace, contribution) in held.into_iter().rev() {
+            self.rollup
+                .hold_root(trace, wrapped, contribution, now, released);
+        }
+        for resource in resources.iter_mut() {
             resource.scope_spans.retain(|scope| !scope.spans.is_empty());
         }
         resources.retain(|resource| !resource.scope_spans.is_empty());
@@ -436,8 +465,26 @@ impl CostProcessor {
         if !self.rollup.enabled() {
             return None;
         }
-        span.trace_id.as_slice().try_into().ok()
+        rollup_trace_id(span)
     }
+}
+
+fn rollup_trace_id(span: &Span) -> Option<rollup::TraceId> {
+    span.trace_id.as_slice().try_into().ok()
+}
+
+/// The shared copy of `name`; the set starts over beyond
+/// `RESOLVED_CAPACITY` names, so odd names cannot grow it without bound.
+fn intern(names: &mut HashMap<Box<str>, Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(shared) = names.get(name) {
+        return Arc::clone(shared);
+    }
+    if names.len() >= RESOLVED_CAPACITY {
+        names.clear();
+    }
+    let shared: Arc<str> = Arc::from(name);
+    names.insert(name.into(), Arc::clone(&shared));
+    shared
 }
 
 fn set_status(attributes: &mut Vec<KeyValue>, fresh: bool, cost_type: &str, status: &str) {

@@ -7,9 +7,16 @@
 //! tail sampler waits for its decision; a trace whose root never comes is
 //! forgotten after `timeout`. When `max_traces` or `max_spans` is reached
 //! the oldest traces are finished early and counted.
+//!
+//! With `grace_period: 0s` nothing is held: the root is finished where it
+//! stands, after the rest of its payload is recorded. That suits a node
+//! agent whose applications export whole traces root last; spans that
+//! come after their root are counted in
+//! `lookout_cost_rollup_late_spans_total`, which says when a grace period
+//! is needed.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, counter, gauge};
@@ -58,8 +65,8 @@ pub struct Contribution {
     pub output_tokens: i64,
     pub llm_call: bool,
     pub error: bool,
-    /// The agent this span is, or runs for.
-    pub agent: Option<String>,
+    /// The agent this span is, or runs for (interned: many spans share it).
+    pub agent: Option<Arc<str>>,
     /// Whether the span is the agent's own invocation (its duration counts).
     pub is_agent: bool,
     pub duration_ns: u64,
@@ -80,13 +87,6 @@ struct OpenTrace {
     records: Vec<Record>,
     root: Option<HeldRoot>,
     created: Instant,
-    root_due: Option<Instant>,
-}
-
-impl OpenTrace {
-    fn due(&self, timeout: Duration) -> Instant {
-        self.root_due.unwrap_or(self.created + timeout)
-    }
 }
 
 /// Per-agent totals, as written in `lookout.trace.agents`.
@@ -118,17 +118,27 @@ struct RollupMetrics {
     open_traces: Gauge,
 }
 
+/// Open traces and when each is due.
+///
+/// Both deadlines are a constant after an event that comes in time order
+/// (a trace's creation, its root's arrival), so two FIFO queues hold them
+/// and no heap is needed. Entries of traces finished another way are
+/// skipped when they reach the front, and `order` is compacted when stale
+/// entries pile up, so memory follows the open traces, not the rate.
 pub struct Rollup {
     config: RollupConfig,
     traces: HashMap<TraceId, OpenTrace>,
-    /// Trace IDs in creation order, for finishing the oldest first.
+    /// Trace IDs in creation order: the timeout, and finishing the oldest
+    /// first when over a limit.
     order: VecDeque<TraceId>,
-    /// When each trace is due; stale entries are skipped when popped.
-    due: BinaryHeap<Reverse<(Instant, TraceId)>>,
+    /// Roots in arrival order, with when each is due.
+    roots_due: VecDeque<(Instant, TraceId)>,
     records: usize,
-    /// Traces whose root went out lately, to count late children rather
-    /// than open a new trace for them.
-    finished_recently: HashMap<TraceId, Instant>,
+    /// Traces whose root went out lately, so that their late children are
+    /// counted rather than opening a trace that can never finish. At most
+    /// `max_traces` of them, for at most `timeout`.
+    finished_recently: HashSet<TraceId>,
+    finished_order: VecDeque<(Instant, TraceId)>,
     metrics: RollupMetrics,
 }
 
@@ -139,9 +149,10 @@ impl Rollup {
             config,
             traces: HashMap::new(),
             order: VecDeque::new(),
-            due: BinaryHeap::new(),
+            roots_due: VecDeque::new(),
             records: 0,
-            finished_recently: HashMap::new(),
+            finished_recently: HashSet::new(),
+            finished_order: VecDeque::new(),
             metrics: RollupMetrics {
                 finished: make("finished"),
                 flushed_early: make("flushed_early"),
@@ -156,6 +167,54 @@ impl Rollup {
         self.config.enabled
     }
 
+    /// With no grace period a root is finished where it stands, in its
+    /// payload, and nothing is held.
+    pub fn holds_roots(&self) -> bool {
+        !self.config.grace_period.is_zero()
+    }
+
+    /// Finishes a trace on its root at once (no grace period).
+    pub fn finish_now(
+        &mut self,
+        trace: TraceId,
+        root: &mut Span,
+        contribution: Contribution,
+        now: Instant,
+    ) {
+        let mut records = match self.traces.remove(&trace) {
+            Some(open) => {
+                self.records -= open.records.len();
+                open.records
+            }
+            None => Vec::new(),
+        };
+        records.push(Record {
+            span_id: span_id(root),
+            parent: SpanId::default(),
+            contribution,
+        });
+        write_totals(root, &totals(&records));
+        self.metrics.finished.increment(1);
+        self.remember_finished(trace, now);
+    }
+
+    #[cfg(test)]
+    pub fn remembered(&self) -> usize {
+        self.finished_recently.len()
+    }
+
+    fn remember_finished(&mut self, trace: TraceId, at: Instant) {
+        if self.finished_recently.insert(trace) {
+            self.finished_order.push_back((at, trace));
+        }
+        // Bounded here too, for a stream without deadlines in between.
+        if self.finished_order.len() > self.config.max_traces
+            && let Some((_, oldest)) = self.finished_order.pop_front()
+        {
+            self.finished_recently.remove(&oldest);
+        }
+    }
+
     /// Records a non-root span. Roots finished within the last timeout do
     /// not reopen: their late children are counted instead.
     pub fn record(
@@ -167,7 +226,7 @@ impl Rollup {
         now: Instant,
         out: &mut Vec<ResourceSpans>,
     ) {
-        if self.finished_recently.contains_key(&trace) {
+        if self.finished_recently.contains(&trace) {
             self.metrics.late_spans.increment(1);
             return;
         }
@@ -191,30 +250,31 @@ impl Rollup {
         out: &mut Vec<ResourceSpans>,
     ) {
         let span_id = root_span(&resource).map(span_id).unwrap_or_default();
-        let due = now + self.config.grace_period;
         let open = self.open(trace, now);
         open.records.push(Record {
             span_id,
             parent: SpanId::default(),
             contribution,
         });
-        open.root = Some(HeldRoot { resource });
-        open.root_due = Some(due);
+        // A second root for one trace (a resent batch) replaces the first.
+        let first_root = open.root.replace(HeldRoot { resource }).is_none();
         self.records += 1;
-        self.due.push(Reverse((due, trace)));
+        if first_root {
+            self.roots_due
+                .push_back((now + self.config.grace_period, trace));
+        }
         self.enforce_limits(out);
     }
 
     fn open(&mut self, trace: TraceId, now: Instant) -> &mut OpenTrace {
-        if !self.traces.contains_key(&trace) {
-            self.order.push_back(trace);
-            self.due.push(Reverse((now + self.config.timeout, trace)));
-        }
-        self.traces.entry(trace).or_insert_with(|| OpenTrace {
-            records: Vec::new(),
-            root: None,
-            created: now,
-            root_due: None,
+        let order = &mut self.order;
+        self.traces.entry(trace).or_insert_with(|| {
+            order.push_back(trace);
+            OpenTrace {
+                records: Vec::with_capacity(8),
+                root: None,
+                created: now,
+            }
         })
     }
 
@@ -225,35 +285,59 @@ impl Rollup {
             };
             if self.traces.contains_key(&oldest) {
                 self.metrics.flushed_early.increment(1);
-                self.finish(oldest, out, false);
+                self.finish(oldest, out, None);
             }
+        }
+        if self.order.len() > 2 * self.traces.len() + 1024 {
+            let traces = &self.traces;
+            self.order.retain(|trace| traces.contains_key(trace));
         }
         self.metrics.open_traces.set(self.traces.len() as f64);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.due.peek().map(|Reverse((at, _))| *at)
+        let root = self.roots_due.front().map(|(at, _)| *at);
+        let timeout = self.order.front().map(|trace| {
+            self.traces
+                .get(trace)
+                .map_or(Instant::now(), |open| open.created + self.config.timeout)
+        });
+        root.into_iter().chain(timeout).min()
     }
 
-    /// Finishes every trace that is due.
+    /// Finishes every trace whose root is due, and forgets every trace
+    /// without a root that has timed out.
     pub fn on_deadline(&mut self, now: Instant, out: &mut Vec<ResourceSpans>) {
-        while let Some(Reverse((at, trace))) = self.due.peek().copied() {
+        while let Some(&(at, trace)) = self.roots_due.front() {
             if at > now {
                 break;
             }
-            self.due.pop();
-            let is_due = self
-                .traces
-                .get(&trace)
-                .is_some_and(|open| open.due(self.config.timeout) <= now);
-            if is_due {
+            self.roots_due.pop_front();
+            if self.traces.contains_key(&trace) {
                 self.metrics.finished.increment(1);
-                self.finish(trace, out, true);
+                self.finish(trace, out, Some(now));
             }
         }
-        let keep_for = self.config.timeout;
-        self.finished_recently
-            .retain(|_, at| now.duration_since(*at) < keep_for);
+        while let Some(&trace) = self.order.front() {
+            match self.traces.get(&trace) {
+                None => {}
+                // A held root finishes on its own schedule.
+                Some(open) if open.root.is_some() => {}
+                Some(open) if open.created + self.config.timeout <= now => {
+                    self.finish(trace, out, Some(now));
+                }
+                Some(_) => break,
+            }
+            self.order.pop_front();
+        }
+        while let Some(&(at, trace)) = self.finished_order.front() {
+            let expired = now.duration_since(at) >= self.config.timeout;
+            if !expired && self.finished_order.len() <= self.config.max_traces {
+                break;
+            }
+            self.finished_order.pop_front();
+            self.finished_recently.remove(&trace);
+        }
         self.metrics.open_traces.set(self.traces.len() as f64);
     }
 
@@ -262,13 +346,22 @@ impl Rollup {
         let traces: Vec<TraceId> = self.order.drain(..).collect();
         for trace in traces {
             if self.traces.contains_key(&trace) {
-                self.finish(trace, out, false);
+                self.finish(trace, out, None);
             }
         }
+        self.roots_due.clear();
         self.metrics.open_traces.set(0.0);
     }
 
-    fn finish(&mut self, trace: TraceId, out: &mut Vec<ResourceSpans>, remember: bool) {
+    /// Writes the totals on the held root and releases it; a trace without
+    /// a root is counted and forgotten. `remember_at` keeps the trace ID
+    /// for late children.
+    fn finish(
+        &mut self,
+        trace: TraceId,
+        out: &mut Vec<ResourceSpans>,
+        remember_at: Option<Instant>,
+    ) {
         let Some(open) = self.traces.remove(&trace) else {
             return;
         };
@@ -277,8 +370,8 @@ impl Rollup {
             self.metrics.without_root.increment(1);
             return;
         };
-        if remember {
-            self.finished_recently.insert(trace, Instant::now());
+        if let Some(at) = remember_at {
+            self.remember_finished(trace, at);
         }
         let totals = totals(&open.records);
         if let Some(root) = held
@@ -324,12 +417,19 @@ pub fn wrap(resource: &ResourceSpans, scope: &ScopeSpans, span: Span) -> Resourc
 /// Adds up a trace's records; each LLM call is attributed to the nearest
 /// agent among itself and its ancestors.
 pub fn totals(records: &[Record]) -> TraceTotals {
-    let index: HashMap<SpanId, usize> = records
-        .iter()
-        .enumerate()
-        .map(|(i, record)| (record.span_id, i))
-        .collect();
-    let agent_of = |start: usize| -> Option<&str> {
+    // Most traces are small: a scan beats building a map for them.
+    let index: Option<HashMap<SpanId, usize>> = (records.len() > 32).then(|| {
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, record)| (record.span_id, i))
+            .collect()
+    });
+    let find = |id: &SpanId| match &index {
+        Some(index) => index.get(id).copied(),
+        None => records.iter().position(|record| record.span_id == *id),
+    };
+    let agent_of = |start: usize| -> Option<&Arc<str>> {
         let mut at = start;
         // Bounded: a malformed trace may have a parent cycle.
         for _ in 0..256 {
@@ -337,7 +437,7 @@ pub fn totals(records: &[Record]) -> TraceTotals {
             if let Some(agent) = &record.contribution.agent {
                 return Some(agent);
             }
-            at = *index.get(&record.parent)?;
+            at = find(&record.parent)?;
         }
         None
     };
@@ -352,7 +452,7 @@ pub fn totals(records: &[Record]) -> TraceTotals {
         if c.is_agent
             && let Some(agent) = &c.agent
         {
-            let entry = totals.agents.entry(agent.clone()).or_default();
+            let entry = totals.agents.entry(agent.to_string()).or_default();
             entry.duration_ms += c.duration_ns as f64 / 1e6;
         }
         let spends = c.cost_usd > 0.0 || c.input_tokens > 0 || c.output_tokens > 0 || c.llm_call;

@@ -589,11 +589,7 @@ async fn the_root_carries_the_trace_totals_and_the_agents() {
     assert_eq!(agents["researcher"].input_tokens, 1000);
     assert_eq!(agents["writer"].llm_calls, 1);
     assert_eq!(agents["writer"].duration_ms, 4.0);
-    assert_eq!(
-        cost.next_deadline().map(|_| ()),
-        Some(()),
-        "the timeout entry of the trace is still queued"
-    );
+    assert_eq!(cost.next_deadline(), None, "nothing is left open");
 }
 
 #[tokio::test(start_paused = true)]
@@ -682,4 +678,59 @@ async fn the_prices_file_is_reloaded_when_it_changes() {
         .err()
         .unwrap();
     assert!(error.to_string().contains("cannot read"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_grace_period_the_root_is_finished_in_its_payload() {
+    let mut cost = processor("trace_rollup: {grace_period: 0s}");
+    let mut out = Vec::new();
+    // The root comes first in the payload; its children still count.
+    let spans = vec![
+        span(3, 1, None, "workflow", vec![]),
+        llm(3, 2, Some(1), "gpt-4o", 1000, 100),
+        agent(3, 4, 1, "writer"),
+    ];
+    cost.process(payload(spans), &mut out);
+    assert_eq!(out.len(), 1, "nothing is held");
+    let spans = spans_of(&out);
+    assert_eq!(spans.len(), 3);
+    let root = &spans[0];
+    assert!(close(
+        double(root, "lookout.trace.cost_usd"),
+        (1000.0 * 2.5 + 100.0 * 10.0) / 1e6
+    ));
+    assert_eq!(
+        attribute(root, "lookout.trace.llm_calls"),
+        Some(&Value::IntValue(1))
+    );
+    assert_eq!(
+        cost.rollup.next_deadline().map(|_| ()),
+        Some(()),
+        "a stale entry is left for the next tick"
+    );
+    cost.on_deadline(Instant::now(), &mut out);
+    assert_eq!(cost.rollup.next_deadline(), None);
+
+    // A child after its root finished is late: counted, not reopened.
+    let mut late = Vec::new();
+    cost.process(payload(vec![llm(3, 5, Some(1), "gpt-4o", 1, 1)]), &mut late);
+    assert_eq!(spans_of(&late).len(), 1, "a late child still passes on");
+    assert_eq!(cost.rollup.next_deadline(), None, "and opens no trace");
+}
+
+#[tokio::test(start_paused = true)]
+async fn remembered_traces_are_bounded() {
+    let mut cost = processor("trace_rollup: {grace_period: 0s, max_traces: 3}");
+    let mut out = Vec::new();
+    for trace in 1..=10u8 {
+        cost.process(
+            payload(vec![span(trace, 1, None, "root", vec![])]),
+            &mut out,
+        );
+    }
+    assert!(
+        cost.rollup.remembered() <= 3,
+        "{}",
+        cost.rollup.remembered()
+    );
 }
