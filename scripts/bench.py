@@ -35,6 +35,10 @@ GENERATOR_CORE = "0"
 # Processors of configuration (b), in pipeline order; each is included once
 # `lookout validate` knows it, so (b) grows as the issues land.
 LLM_PROCESSORS = ["genai", "pii", "cost"]
+# Settings of (b)'s processors: the node agent's (deploy/lookout.yaml), whose
+# applications export whole traces, so the cost roll-up finishes each trace
+# on its root instead of holding roots for a grace period.
+PROCESSOR_SETTINGS = {"cost": "    trace_rollup:\n      grace_period: 0s\n"}
 OVERLOAD_MEMORY_LIMIT_MIB = 160
 OVERLOAD_CONCURRENCY = 512
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -120,7 +124,7 @@ class Bench:
             f"      http:\n        endpoint: 127.0.0.1:{http}\n"
             f"      grpc:\n        endpoint: 127.0.0.1:{grpc}\n"
             "processors:\n"
-            + "".join(f"  {p}:\n" for p in processors)
+            + "".join(f"  {p}:\n{PROCESSOR_SETTINGS.get(p, '')}" for p in processors)
             + "  batch:\n"
             "exporters:\n" + exporter_config + "service:\n  pipelines:\n    traces:\n"
             "      receivers: [otlp]\n"
@@ -150,7 +154,7 @@ class Bench:
         daemon.telemetry = f"http://127.0.0.1:{telemetry}"
         return daemon
 
-    def loadgen(self, endpoint, protocol, rate=None, concurrency=None, duration=None):
+    def loadgen(self, endpoint, protocol, rate=None, concurrency=None, duration=None, unique_ids=False):
         with tempfile.NamedTemporaryFile(suffix=".json") as report:
             command = [
                 "taskset", "-c", GENERATOR_CORE, os.path.join(self.bin, "lookout-loadgen"),
@@ -160,6 +164,10 @@ class Bench:
             ]
             if rate:
                 command += ["--rate", str(rate)]
+            if unique_ids:
+                # The cost roll-up keeps per-trace state: repeated trace ids
+                # would make most spans look late and measure the wrong path.
+                command += ["--unique-trace-ids"]
             subprocess.run(command, check=True, capture_output=True)
             with open(report.name) as f:
                 return json.load(f)
@@ -170,7 +178,8 @@ class Bench:
             daemon = self.start(system, workdir, memory_limit)
             time.sleep(0.3)
             cpu_before = daemon.cpu_seconds()
-            report = self.loadgen(daemon.endpoints[protocol], protocol, rate, concurrency)
+            unique_ids = system == "lookout-b" and "cost" in self.processors
+            report = self.loadgen(daemon.endpoints[protocol], protocol, rate, concurrency, unique_ids=unique_ids)
             report["daemon_cpu_seconds"] = daemon.cpu_seconds() - cpu_before
             report["daemon_peak_rss_mib"] = daemon.peak_rss_mib()
             if system != "rotel":

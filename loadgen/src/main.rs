@@ -3,7 +3,10 @@
 //!
 //! Requests are generated and encoded (and gzipped, over HTTP) before the
 //! clock starts, and reused round-robin, so the generator spends its CPU on
-//! sending. Span ids therefore repeat once the pool has been sent.
+//! sending. Trace and span ids therefore repeat once the pool has been sent,
+//! unless `--unique-trace-ids` rewrites the trace ids of each round (a copy
+//! of the request per send, for stateful processors such as the cost
+//! roll-up, which would otherwise see old traces again).
 
 mod raw_grpc;
 
@@ -60,6 +63,9 @@ struct Args {
     /// Distinct pre-encoded requests, sent round-robin.
     #[arg(long, default_value_t = 200)]
     pool: usize,
+    /// Give every round through the pool fresh trace ids (not with --gzip).
+    #[arg(long)]
+    unique_trace_ids: bool,
     /// Wait after a refusal before that worker sends again.
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
     refused_backoff: Duration,
@@ -164,6 +170,49 @@ impl Client {
     }
 }
 
+/// A pre-encoded request, and where the varying half of each trace id
+/// (the generator's trace counter) sits in it.
+struct Pooled {
+    body: Bytes,
+    trace_counters: Vec<usize>,
+}
+
+impl Pooled {
+    fn new(body: Bytes, seed: u64) -> Pooled {
+        // A trace id is field 1, 16 bytes (tag 0x0a, length 0x10) in spans
+        // and links; its first half is the seed's, its second a counter.
+        let mut pattern = vec![0x0a, 0x10];
+        pattern.extend_from_slice(&seed.wrapping_add(1).to_be_bytes());
+        let trace_counters = body
+            .windows(pattern.len())
+            .enumerate()
+            .filter(|(_, window)| *window == pattern.as_slice())
+            .map(|(at, _)| at + pattern.len())
+            .filter(|at| at + 8 <= body.len())
+            .collect();
+        Pooled {
+            body,
+            trace_counters,
+        }
+    }
+
+    /// The body for round `round` through the pool: round 0 as encoded,
+    /// later rounds with every trace counter moved by `round << 32`.
+    fn for_round(&self, round: u64) -> Bytes {
+        if round == 0 || self.trace_counters.is_empty() {
+            return self.body.clone();
+        }
+        let mut body = self.body.to_vec();
+        for &at in &self.trace_counters {
+            let mut counter = [0u8; 8];
+            counter.copy_from_slice(&body[at..at + 8]);
+            let moved = u64::from_be_bytes(counter).wrapping_add(round << 32);
+            body[at..at + 8].copy_from_slice(&moved.to_be_bytes());
+        }
+        body.into()
+    }
+}
+
 fn encode_pool(args: &Args) -> Vec<Bytes> {
     let mut generator = Generator::new(WorkloadConfig {
         seed: args.seed,
@@ -224,7 +273,7 @@ fn cpu_seconds() -> f64 {
 
 async fn worker(
     mut client: Client,
-    pool: std::sync::Arc<Vec<Bytes>>,
+    pool: std::sync::Arc<Vec<Pooled>>,
     index: usize,
     args: std::sync::Arc<Args>,
     start: Instant,
@@ -244,7 +293,12 @@ async fn worker(
             tokio::time::sleep_until(next_send).await;
             next_send += interval;
         }
-        let body = pool[position % pool.len()].clone();
+        let pooled = &pool[position % pool.len()];
+        let body = if args.unique_trace_ids {
+            pooled.for_round((position / pool.len()) as u64)
+        } else {
+            pooled.body.clone()
+        };
         position += args.concurrency;
         let sent_at = Instant::now();
         let outcome = client.send(body).await;
@@ -291,8 +345,16 @@ async fn main() -> anyhow::Result<()> {
     if args.spans_per_request == 0 || args.concurrency == 0 || args.pool == 0 {
         bail!("--spans-per-request, --concurrency and --pool must be at least 1");
     }
-    let pool = std::sync::Arc::new(encode_pool(&args));
-    let bytes_per_request = pool.iter().map(Bytes::len).sum::<usize>() as f64 / pool.len() as f64;
+    if args.unique_trace_ids && args.gzip {
+        bail!("--unique-trace-ids rewrites bodies in place, which --gzip bodies cannot take");
+    }
+    let pool: Vec<Pooled> = encode_pool(&args)
+        .into_iter()
+        .map(|body| Pooled::new(body, args.seed))
+        .collect();
+    let pool = std::sync::Arc::new(pool);
+    let bytes_per_request =
+        pool.iter().map(|p| p.body.len()).sum::<usize>() as f64 / pool.len() as f64;
     let client = connect(&args).await?;
 
     let cpu_before = cpu_seconds();
@@ -358,4 +420,40 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
+    use super::*;
+
+    fn trace_ids(body: &[u8]) -> Vec<Vec<u8>> {
+        let request = ExportTraceServiceRequest::decode(body).expect("a valid request");
+        request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|span| span.trace_id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn each_round_gets_fresh_trace_ids_and_keeps_traces_whole() {
+        let mut generator = Generator::new(WorkloadConfig::default());
+        let body: Bytes = encode_request(&generator.request()).into();
+        let pooled = Pooled::new(body, WorkloadConfig::default().seed);
+        let first = trace_ids(&pooled.for_round(0));
+        let second = trace_ids(&pooled.for_round(1));
+        assert_eq!(first.len(), second.len());
+        let old: HashSet<_> = first.iter().collect();
+        assert!(second.iter().all(|id| !old.contains(id)), "every id is new");
+        // Spans of one trace still share their (new) id.
+        let distinct = |ids: &[Vec<u8>]| ids.iter().collect::<HashSet<_>>().len();
+        assert_eq!(distinct(&first), distinct(&second));
+    }
 }

@@ -297,11 +297,16 @@ impl Rollup {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         let root = self.roots_due.front().map(|(at, _)| *at);
-        let timeout = self.order.front().map(|trace| {
-            self.traces
-                .get(trace)
-                .map_or(Instant::now(), |open| open.created + self.config.timeout)
-        });
+        // A stale front entry is due at once, to be cleared; a front trace
+        // with a held root is covered by `roots_due`.
+        let timeout = self
+            .order
+            .front()
+            .and_then(|trace| match self.traces.get(trace) {
+                None => Some(Instant::now()),
+                Some(open) if open.root.is_some() => None,
+                Some(open) => Some(open.created + self.config.timeout),
+            });
         root.into_iter().chain(timeout).min()
     }
 
@@ -321,8 +326,10 @@ impl Rollup {
         while let Some(&trace) = self.order.front() {
             match self.traces.get(&trace) {
                 None => {}
-                // A held root finishes on its own schedule.
-                Some(open) if open.root.is_some() => {}
+                // A held root finishes on its own schedule, within the
+                // grace period; it stays first in line for an early
+                // finish, so the traces behind it wait for it.
+                Some(open) if open.root.is_some() => break,
                 Some(open) if open.created + self.config.timeout <= now => {
                     self.finish(trace, out, Some(now));
                 }

@@ -734,3 +734,30 @@ async fn remembered_traces_are_bounded() {
         cost.rollup.remembered()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn over_the_limit_the_oldest_trace_finishes_even_after_a_tick() {
+    let mut cost = processor("trace_rollup: {max_traces: 2, grace_period: 10s}");
+    let mut out = Vec::new();
+    cost.process(
+        payload(vec![
+            llm(1, 2, Some(1), "gpt-4o", 10, 1),
+            span(1, 1, None, "root", vec![]),
+        ]),
+        &mut out,
+    );
+    // A tick must not lose the oldest trace's place in line.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    cost.on_deadline(Instant::now(), &mut out);
+    cost.process(payload(vec![llm(2, 2, Some(1), "gpt-4o", 10, 1)]), &mut out);
+    cost.process(payload(vec![llm(3, 2, Some(1), "gpt-4o", 10, 1)]), &mut out);
+    let roots: Vec<Span> = spans_of(&out)
+        .into_iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
+    assert_eq!(roots.len(), 1, "trace 1, the oldest, finished early");
+    assert!(close(
+        double(&roots[0], "lookout.trace.cost_usd"),
+        (10.0 * 2.5 + 1.0 * 10.0) / 1e6
+    ));
+}
