@@ -97,6 +97,7 @@ class Bench:
         self.args = args
         self.bin = args.bin_dir
         self.processors = self.available_processors()
+        self.has_prometheus = self.exporter_available("prometheus")
 
     def lookout(self, *arguments):
         return [os.path.join(self.bin, "lookout"), *arguments]
@@ -113,11 +114,23 @@ class Bench:
                     found.append(name)
         return found
 
-    def lookout_config(self, workdir, http, grpc, telemetry, processors, exporter, memory_limit=None):
+    def exporter_available(self, name):
+        with tempfile.TemporaryDirectory() as scratch:
+            config = os.path.join(scratch, "config.yaml")
+            with open(config, "w") as f:
+                f.write(self.lookout_config(scratch, 1, 2, 3, [], "blackhole", prometheus=4))
+            return subprocess.run(self.lookout("validate", "--config", config), capture_output=True).returncode == 0
+
+    def lookout_config(self, workdir, http, grpc, telemetry, processors, exporter, memory_limit=None,
+                       prometheus=None):
         exporter_config = {
             "blackhole": "  blackhole:\n",
             "file": f"  file:\n    path: {workdir}/out.jsonl\n",
         }[exporter]
+        exporters = [exporter]
+        if prometheus:
+            exporter_config += f"  prometheus:\n    endpoint: 127.0.0.1:{prometheus}\n"
+            exporters.append("prometheus")
         limit = f"  memory_limit_mib: {memory_limit}\n" if memory_limit else ""
         return (
             "receivers:\n  otlp:\n    protocols:\n"
@@ -129,7 +142,7 @@ class Bench:
             "exporters:\n" + exporter_config + "service:\n  pipelines:\n    traces:\n"
             "      receivers: [otlp]\n"
             f"      processors: [{', '.join([*processors, 'batch'])}]\n"
-            f"      exporters: [{exporter}]\n"
+            f"      exporters: [{', '.join(exporters)}]\n"
             f"  telemetry:\n    logs:\n      level: warn\n    metrics:\n      endpoint: 127.0.0.1:{telemetry}\n"
             + limit
         )
@@ -145,9 +158,13 @@ class Bench:
         else:
             processors = [] if system == "lookout-a" else self.processors
             exporter = "file" if system == "lookout-c" else "blackhole"
+            # (b) is the full LLM pipeline, "with Prometheus": its product
+            # metrics exporter sits beside the blackhole.
+            prometheus = free_port() if system == "lookout-b" and self.has_prometheus else None
             config = os.path.join(workdir, "config.yaml")
             with open(config, "w") as f:
-                f.write(self.lookout_config(workdir, http, grpc, telemetry, processors, exporter, memory_limit))
+                f.write(self.lookout_config(workdir, http, grpc, telemetry, processors, exporter, memory_limit,
+                                            prometheus))
             command = self.lookout("run", "--config", config)
         daemon = Daemon(command, [http, grpc], workdir)
         daemon.endpoints = {"http": f"http://127.0.0.1:{http}", "grpc": f"http://127.0.0.1:{grpc}"}
@@ -266,14 +283,15 @@ def machine():
     }
 
 
-def markdown(results, overloads, processors, info, args):
+def markdown(results, overloads, processors, info, args, with_prometheus=False):
     rotel = {r["protocol"]: r for r in results if r["system"] == "rotel"}
     lines = [
         f"Machine: {info['cores']} cores, {info['model']}, kernel {info['kernel']}. "
         f"Date: {info['date']}. Commit: `{info['commit']}`.",
         f"Runs per figure: {args.runs} (median), {args.duration} s each, closed loop with "
         f"{args.concurrency} requests in flight, 100 spans per request.",
-        f"Configuration (b) processors: {', '.join(processors) or 'none yet'} → batch.",
+        f"Configuration (b) processors: {', '.join(processors) or 'none yet'} → batch → blackhole"
+        + (" + prometheus." if with_prometheus else "."),
         "",
         "| system | protocol | max spans/s | × rotel | CPU s / M spans | × rotel | peak RSS MiB | × rotel | p99 @ 50% max |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -323,7 +341,8 @@ def main():
     bench = Bench(args)
     info = machine()
     print(f"machine: {info}", flush=True)
-    print(f"configuration (b) processors: {bench.processors or 'none yet'}", flush=True)
+    print(f"configuration (b) processors: {bench.processors or 'none yet'}; prometheus: {bench.has_prometheus}",
+          flush=True)
     results, overloads = [], []
     for protocol in args.protocols.split(","):
         for system in args.systems.split(","):
@@ -338,7 +357,7 @@ def main():
         json.dump({"machine": info, "args": vars(args), "processors": bench.processors,
                    "results": results, "overload": overloads}, f, indent=2)
     print(f"\nraw results: {path}\n")
-    print(markdown(results, overloads, bench.processors, info, args))
+    print(markdown(results, overloads, bench.processors, info, args, bench.has_prometheus))
 
 
 if __name__ == "__main__":
