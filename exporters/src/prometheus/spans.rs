@@ -119,24 +119,71 @@ pub fn record(registry: &mut Registry, resources: &[ResourceSpans], now: Instant
     totals.apply(registry, now);
 }
 
+/// The attributes the metrics read, found in one pass over the span's
+/// attributes rather than one search each.
+#[derive(Default)]
+struct Fields<'a> {
+    kind: Option<&'a str>,
+    operation: Option<&'a str>,
+    agent: Option<&'a str>,
+    request_model: Option<&'a str>,
+    response_model: Option<&'a str>,
+    provider: Option<&'a str>,
+    workflow: Option<&'a str>,
+    cost: Option<f64>,
+    trace_cost: Option<f64>,
+    tokens: [Option<f64>; 5],
+}
+
+impl<'a> Fields<'a> {
+    fn of(attributes: &'a [KeyValue]) -> Fields<'a> {
+        let mut fields = Fields::default();
+        for attribute in attributes {
+            let Some(value) = attribute.value.as_ref().and_then(|v| v.value.as_ref()) else {
+                continue;
+            };
+            let text = || match value {
+                AnyValue::StringValue(s) => Some(s.as_str()),
+                _ => None,
+            };
+            match attribute.key.as_str() {
+                "lookout.genai.kind" => fields.kind = text(),
+                "gen_ai.operation.name" => fields.operation = text(),
+                "gen_ai.agent.name" => fields.agent = text(),
+                "gen_ai.request.model" => fields.request_model = text(),
+                "gen_ai.response.model" => fields.response_model = text(),
+                "gen_ai.provider.name" => fields.provider = text(),
+                "gen_ai.workflow.name" => fields.workflow = text(),
+                "gen_ai.usage.cost" => fields.cost = amount(value),
+                "lookout.trace.cost_usd" => fields.trace_cost = amount(value),
+                key => {
+                    if let Some(slot) = TOKEN_TYPES.iter().position(|(name, _)| *name == key) {
+                        fields.tokens[slot] = amount(value);
+                    }
+                }
+            }
+        }
+        fields
+    }
+}
+
 impl<'a> PayloadTotals<'a> {
     fn add(&mut self, span: &'a Span, service: &'a str) {
-        let attributes = &span.attributes;
-        let kind = string(attributes, "lookout.genai.kind");
-        let operation = string(attributes, "gen_ai.operation.name").unwrap_or_default();
+        let fields = Fields::of(&span.attributes);
+        let operation = fields.operation.unwrap_or_default();
         let seconds = span
             .end_time_unix_nano
             .saturating_sub(span.start_time_unix_nano) as f64
             / 1e9;
-        let is_llm = match kind {
+        let is_llm = match fields.kind {
             Some(kind) => matches!(kind, "llm" | "chat" | "embeddings"),
             None => matches!(
                 operation,
                 "chat" | "text_completion" | "generate_content" | "embeddings"
             ),
         };
-        let is_agent = kind == Some("agent") || operation == "invoke_agent";
-        let agent = string(attributes, "gen_ai.agent.name").unwrap_or_default();
+        let is_agent = fields.kind == Some("agent") || operation == "invoke_agent";
+        let agent = fields.agent.unwrap_or_default();
         if is_llm {
             let failed = span
                 .status
@@ -144,11 +191,12 @@ impl<'a> PayloadTotals<'a> {
                 .is_some_and(|s| s.code == StatusCode::Error as i32);
             let key = CallKey {
                 agent,
-                model: string(attributes, "gen_ai.response.model")
-                    .or_else(|| string(attributes, "gen_ai.request.model"))
+                model: fields
+                    .response_model
+                    .or(fields.request_model)
                     .unwrap_or_default(),
                 operation,
-                provider: string(attributes, "gen_ai.provider.name").unwrap_or_default(),
+                provider: fields.provider.unwrap_or_default(),
                 service,
                 status: if failed { "error" } else { "ok" },
             };
@@ -159,30 +207,35 @@ impl<'a> PayloadTotals<'a> {
                 durations: Buckets::new(REQUEST_SECONDS),
             });
             call.requests += 1.0;
-            for (slot, (attribute, _)) in call.tokens.iter_mut().zip(TOKEN_TYPES) {
-                if let Some(tokens) = number(attributes, attribute) {
-                    *slot = Some(slot.unwrap_or(0.0) + tokens);
+            for (total, tokens) in call.tokens.iter_mut().zip(fields.tokens) {
+                if let Some(tokens) = tokens {
+                    *total = Some(total.unwrap_or(0.0) + tokens);
                 }
             }
-            if let Some(cost) = number(attributes, "gen_ai.usage.cost") {
+            if let Some(cost) = fields.cost {
                 call.cost = Some(call.cost.unwrap_or(0.0) + cost);
             }
             call.durations.observe(seconds);
         }
         if is_agent {
-            let name = if agent.is_empty() { span.name.as_str() } else { agent };
+            let name = if agent.is_empty() {
+                span.name.as_str()
+            } else {
+                agent
+            };
             self.agents
                 .entry((name, service))
                 .or_insert_with(|| Buckets::new(EXECUTION_SECONDS))
                 .observe(seconds);
         }
         if span.parent_span_id.is_empty()
-            && let Some(cost) = number(attributes, "lookout.trace.cost_usd")
+            && let Some(cost) = fields.trace_cost
         {
-            let workflow = string(attributes, "gen_ai.workflow.name").unwrap_or(&span.name);
-            let (durations, costs) = self.workflows.entry((service, workflow)).or_insert_with(|| {
-                (Buckets::new(EXECUTION_SECONDS), Buckets::new(WORKFLOW_USD))
-            });
+            let workflow = fields.workflow.unwrap_or(&span.name);
+            let (durations, costs) = self
+                .workflows
+                .entry((service, workflow))
+                .or_insert_with(|| (Buckets::new(EXECUTION_SECONDS), Buckets::new(WORKFLOW_USD)));
             durations.observe(seconds);
             costs.observe(cost);
         }
@@ -191,26 +244,75 @@ impl<'a> PayloadTotals<'a> {
     fn apply(self, registry: &mut Registry, now: Instant) {
         for (key, call) in self.calls {
             let labels = key.labels();
-            add(registry, "lookout_llm_requests_total", "LLM calls.", labels.clone(), call.requests, now);
+            add(
+                registry,
+                "lookout_llm_requests_total",
+                "LLM calls.",
+                labels.clone(),
+                call.requests,
+                now,
+            );
             for (tokens, (_, token_type)) in call.tokens.into_iter().zip(TOKEN_TYPES) {
                 let Some(tokens) = tokens else { continue };
                 let mut with_type = labels.clone();
                 with_type.push(("type".into(), token_type.into()));
-                add(registry, "lookout_llm_tokens_total", "Tokens of LLM calls, by type; input includes cache reads and writes, output includes reasoning.", with_type, tokens, now);
+                add(
+                    registry,
+                    "lookout_llm_tokens_total",
+                    "Tokens of LLM calls, by type; input includes cache reads and writes, output includes reasoning.",
+                    with_type,
+                    tokens,
+                    now,
+                );
             }
             if let Some(cost) = call.cost {
-                add(registry, "lookout_llm_cost_usd_total", "Cost of LLM calls in USD.", labels.clone(), cost, now);
+                add(
+                    registry,
+                    "lookout_llm_cost_usd_total",
+                    "Cost of LLM calls in USD.",
+                    labels.clone(),
+                    cost,
+                    now,
+                );
             }
-            histogram(registry, "lookout_llm_request_duration_seconds", "Duration of LLM calls.", labels, call.durations, now);
+            histogram(
+                registry,
+                "lookout_llm_request_duration_seconds",
+                "Duration of LLM calls.",
+                labels,
+                call.durations,
+                now,
+            );
         }
         for ((agent, service), durations) in self.agents {
             let labels = labels(&[("agent", agent), ("service", service)]);
-            histogram(registry, "lookout_agent_execution_duration_seconds", "Duration of agent invocations.", labels, durations, now);
+            histogram(
+                registry,
+                "lookout_agent_execution_duration_seconds",
+                "Duration of agent invocations.",
+                labels,
+                durations,
+                now,
+            );
         }
         for ((service, workflow), (durations, costs)) in self.workflows {
             let labels = labels(&[("service", service), ("workflow", workflow)]);
-            histogram(registry, "lookout_workflow_duration_seconds", "Duration of traces (root spans) that carry a cost roll-up.", labels.clone(), durations, now);
-            histogram(registry, "lookout_workflow_cost_usd", "Cost of traces in USD, from the cost processor's roll-up.", labels, costs, now);
+            histogram(
+                registry,
+                "lookout_workflow_duration_seconds",
+                "Duration of traces (root spans) that carry a cost roll-up.",
+                labels.clone(),
+                durations,
+                now,
+            );
+            histogram(
+                registry,
+                "lookout_workflow_cost_usd",
+                "Cost of traces in USD, from the cost processor's roll-up.",
+                labels,
+                costs,
+                now,
+            );
         }
     }
 }
@@ -224,12 +326,29 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 fn add(registry: &mut Registry, name: &str, help: &str, labels: Labels, amount: f64, now: Instant) {
-    let metric = MetricInfo { name, help, kind: Kind::Counter, expires: false };
+    let metric = MetricInfo {
+        name,
+        help,
+        kind: Kind::Counter,
+        expires: false,
+    };
     let _ = registry.update(metric, labels, Update::Add(Value::Number(amount)), now);
 }
 
-fn histogram(registry: &mut Registry, name: &str, help: &str, labels: Labels, buckets: Buckets, now: Instant) {
-    let metric = MetricInfo { name, help, kind: Kind::Histogram, expires: false };
+fn histogram(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    labels: Labels,
+    buckets: Buckets,
+    now: Instant,
+) {
+    let metric = MetricInfo {
+        name,
+        help,
+        kind: Kind::Histogram,
+        expires: false,
+    };
     let _ = registry.update(metric, labels, Update::Add(buckets.into_value()), now);
 }
 
@@ -250,9 +369,10 @@ fn string<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     }
 }
 
-fn number(attributes: &[KeyValue], key: &str) -> Option<f64> {
-    match find(attributes, key)? {
-        AnyValue::IntValue(i) => Some(*i as f64),
+/// A finite, non-negative count or amount.
+fn amount(value: &AnyValue) -> Option<f64> {
+    match value {
+        AnyValue::IntValue(i) if *i >= 0 => Some(*i as f64),
         AnyValue::DoubleValue(d) if d.is_finite() && *d >= 0.0 => Some(*d),
         _ => None,
     }
