@@ -236,11 +236,11 @@ fn inconsistent_counts_never_go_negative() {
 
 #[test]
 fn inline_entries_override_and_invalid_prices_are_refused() {
-    let mut config = CostConfig::default();
-    config.models = serde_yaml::from_str(
-        "[{model: gpt-4o, input: 1, output: 2}, {model: my-model, input: 3, output: 4}]",
-    )
-    .unwrap();
+    let entries = "[{model: gpt-4o, input: 1, output: 2}, {model: my-model, input: 3, output: 4}]";
+    let mut config = CostConfig {
+        models: serde_yaml::from_str(entries).unwrap(),
+        ..Default::default()
+    };
     let table = build_table(&config, Vec::new()).unwrap();
     assert_eq!(table.get("gpt-4o").unwrap().rates.input, 1.0);
     assert_eq!(table.get("my-model").unwrap().rates.output, 4.0);
