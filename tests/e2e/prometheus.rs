@@ -220,7 +220,20 @@ struct PrometheusServer {
 }
 
 impl PrometheusServer {
-    fn start(target: &str) -> PrometheusServer {
+    /// Starts Prometheus on a free port; a start that loses its port to a
+    /// parallel test (it exits at once) is tried again on another.
+    async fn start(target: &str) -> PrometheusServer {
+        for _ in 0..5 {
+            let mut server = PrometheusServer::spawn(target);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if server.child.try_wait().expect("wait").is_none() {
+                return server;
+            }
+        }
+        panic!("prometheus did not start");
+    }
+
+    fn spawn(target: &str) -> PrometheusServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: lookout\n    static_configs:\n      - targets: ['{target}']\n"
@@ -286,7 +299,7 @@ impl Drop for PrometheusServer {
 async fn a_real_prometheus_sums_the_cost() {
     let daemon = Daemon::start(PIPELINES).await;
     send(&daemon).await;
-    let prometheus = PrometheusServer::start(&daemon.extra.to_string());
+    let prometheus = PrometheusServer::start(&daemon.extra.to_string()).await;
     let mut total = None;
     let mut ratio = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
