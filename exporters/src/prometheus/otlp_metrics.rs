@@ -166,7 +166,7 @@ fn labels(attributes: &[KeyValue], service: &str) -> Labels {
         .iter()
         .map(|a| {
             (
-                label_name(&a.key),
+                attribute_label(&a.key),
                 a.value.as_ref().map(text).unwrap_or_default(),
             )
         })
@@ -177,6 +177,18 @@ fn labels(attributes: &[KeyValue], service: &str) -> Labels {
     labels.sort();
     labels.dedup_by(|a, b| a.0 == b.0);
     labels
+}
+
+/// A label name for an attribute. `le` and `quantile` belong to the
+/// histogram and summary samples, and `__` names to Prometheus: an
+/// attribute by such a name would make the whole page unreadable.
+fn attribute_label(key: &str) -> String {
+    let name = label_name(key);
+    if name == "le" || name == "quantile" || name.starts_with("__") {
+        format!("key_{name}")
+    } else {
+        name
+    }
 }
 
 fn text(value: &AnyValue) -> String {

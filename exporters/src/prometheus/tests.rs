@@ -290,6 +290,7 @@ fn otlp_sums_gauges_and_histograms_are_converted() {
                 "s",
                 Data::Histogram(Histogram {
                     data_points: vec![HistogramDataPoint {
+                        attributes: vec![s("le", "attribute")],
                         explicit_bounds: vec![1.0, 5.0],
                         bucket_counts: vec![1, 2, 3],
                         count: 6,
@@ -318,15 +319,17 @@ fn otlp_sums_gauges_and_histograms_are_converted() {
         "delta sums add up: {text}"
     );
     assert!(
-        text.contains("step_duration_seconds_bucket{service=\"orchestrator\",le=\"5\"} 3\n"),
+        text.contains("step_duration_seconds_bucket{key_le=\"attribute\",service=\"orchestrator\",le=\"5\"} 3\n"),
         "{text}"
     );
     assert!(
-        text.contains("step_duration_seconds_bucket{service=\"orchestrator\",le=\"+Inf\"} 6\n"),
+        text.contains("step_duration_seconds_bucket{key_le=\"attribute\",service=\"orchestrator\",le=\"+Inf\"} 6\n"),
         "{text}"
     );
     assert!(
-        text.contains("step_duration_seconds_sum{service=\"orchestrator\"} 20\n"),
+        text.contains(
+            "step_duration_seconds_sum{key_le=\"attribute\",service=\"orchestrator\"} 20\n"
+        ),
         "{text}"
     );
     assert!(
