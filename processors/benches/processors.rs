@@ -8,6 +8,7 @@ use lookout_pipelines::{Payload, Processor, Signal};
 use lookout_processors::batch::{BatchConfig, BatchProcessor};
 use lookout_processors::cost::{CostConfig, CostProcessor};
 use lookout_processors::genai::{GenAiConfig, GenAiProcessor};
+use lookout_processors::pii::detect::Detector;
 
 /// The daemon's allocator, so that figures match what it does.
 #[global_allocator]
@@ -107,5 +108,24 @@ fn genai_then_cost(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, batch, genai, cost, genai_then_cost);
+/// The PII detectors over prompt-like text, in bytes per second: text with
+/// no PII, and text dense with it.
+fn pii_detect(c: &mut Criterion) {
+    let detector = Detector::all();
+    let clean = "You are a helpful assistant for the sales team. Summarise the call notes below \
+        in three bullet points, list the follow-up actions with owners and due dates, and flag \
+        any risk to the renewal in Q3. Keep it under 120 words and use plain language. "
+        .repeat(200);
+    let dense = "Reach Jane at jane.doe@example.com or +1 415 555 2671; card 4111 1111 1111 1111, \
+        IBAN GB82 WEST 1234 5698 7654 32, SSN 123-45-6789, from 10.0.0.12, key sk-proj-abcdefghijklmnopqrstuvwx. "
+        .repeat(200);
+    let mut group = c.benchmark_group("pii_detect");
+    for (name, text) in [("clean", &clean), ("dense", &dense)] {
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(name, |b| b.iter(|| detector.detect(text)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, batch, genai, cost, genai_then_cost, pii_detect);
 criterion_main!(benches);

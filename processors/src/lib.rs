@@ -4,6 +4,7 @@ mod attributes;
 pub mod batch;
 pub mod cost;
 pub mod genai;
+pub mod pii;
 
 use lookout_pipelines::ProcessorFactory;
 

@@ -1,0 +1,312 @@
+//! Finding personal data and secrets in text, the first part of the `pii`
+//! processor (issue #5).
+//!
+//! One combined regular expression scans each string once; each of its
+//! groups is one detector. A candidate is then validated where the format
+//! allows it (Luhn for cards, mod-97 for IBANs, the SSA's rules for SSNs,
+//! a real parse for IPv6), so that order numbers, timestamps, UUIDs, git
+//! SHAs, versions and prices are left alone.
+
+use std::net::Ipv6Addr;
+
+use regex::Regex;
+
+/// What a detection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PiiType {
+    PrivateKey,
+    Jwt,
+    UrlCredentials,
+    Secret,
+    BearerToken,
+    Email,
+    Iban,
+    Card,
+    Ssn,
+    Ipv6,
+    Ipv4,
+    Phone,
+}
+
+impl PiiType {
+    pub const ALL: [PiiType; 12] = [
+        PiiType::PrivateKey,
+        PiiType::Jwt,
+        PiiType::UrlCredentials,
+        PiiType::Secret,
+        PiiType::BearerToken,
+        PiiType::Email,
+        PiiType::Iban,
+        PiiType::Card,
+        PiiType::Ssn,
+        PiiType::Ipv6,
+        PiiType::Ipv4,
+        PiiType::Phone,
+    ];
+
+    /// The placeholder name, as in `<EMAIL>`.
+    pub fn label(self) -> &'static str {
+        match self {
+            PiiType::PrivateKey => "PRIVATE_KEY",
+            PiiType::Jwt => "JWT",
+            PiiType::UrlCredentials => "URL_CREDENTIALS",
+            PiiType::Secret => "SECRET",
+            PiiType::BearerToken => "BEARER_TOKEN",
+            PiiType::Email => "EMAIL",
+            PiiType::Iban => "IBAN",
+            PiiType::Card => "CARD",
+            PiiType::Ssn => "SSN",
+            PiiType::Ipv6 => "IPV6",
+            PiiType::Ipv4 => "IPV4",
+            PiiType::Phone => "PHONE",
+        }
+    }
+
+    /// The pattern of candidates, in the order they are tried at one
+    /// position: the most specific first.
+    fn pattern(self) -> &'static str {
+        match self {
+            PiiType::PrivateKey => {
+                r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
+            }
+            PiiType::Jwt => r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}",
+            PiiType::UrlCredentials => r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:[^\s/@]+@",
+            PiiType::Secret => concat!(
+                r"\b(?:sk-(?:proj-|ant-(?:api\d\d-)?)?[A-Za-z0-9_-]{20,}",
+                r"|AKIA[0-9A-Z]{16}",
+                r"|gh[pousr]_[A-Za-z0-9]{36}",
+                r"|github_pat_[A-Za-z0-9_]{22,}",
+                r"|xox[abprs]-[A-Za-z0-9-]{10,})"
+            ),
+            PiiType::BearerToken => r"\b[Bb]earer[ \t]+[A-Za-z0-9._~+/=-]{16,}",
+            PiiType::Email => {
+                r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}\b"
+            }
+            PiiType::Iban => r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
+            PiiType::Card => r"\b\d{4}(?:[ -]?\d{2,6}){2,4}\b",
+            PiiType::Ssn => r"\b\d{3}[- ]\d{2}[- ]\d{4}\b",
+            PiiType::Ipv6 => {
+                r"(?i)(?:\b[0-9a-f]{1,4})?(?::{1,2}[0-9a-f]{1,4}){2,7}(?:::)?|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4}\b"
+            }
+            PiiType::Ipv4 => {
+                r"\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b"
+            }
+            PiiType::Phone => concat!(
+                r"\+[1-9]\d{0,2}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){1,4}\b",
+                r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}\b",
+                r"|\b\d{3}[.-]\d{3}[.-]\d{4}\b",
+                r"|\b0\d{2,4} \d{3,4} \d{3,4}\b"
+            ),
+        }
+    }
+}
+
+/// One detection: a byte range of the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detection {
+    pub start: usize,
+    pub end: usize,
+    pub kind: PiiType,
+}
+
+/// The combined matcher over the enabled detectors.
+pub struct Detector {
+    combined: Regex,
+    /// The type of each capture group, in group order.
+    groups: Vec<PiiType>,
+}
+
+impl Detector {
+    pub fn new(enabled: &[PiiType]) -> Result<Detector, regex::Error> {
+        let groups: Vec<PiiType> = PiiType::ALL
+            .into_iter()
+            .filter(|kind| enabled.contains(kind))
+            .collect();
+        let alternatives: Vec<String> = groups
+            .iter()
+            .map(|kind| format!("({})", kind.pattern()))
+            .collect();
+        let combined = if alternatives.is_empty() {
+            // Matches nothing.
+            Regex::new(r"[^\s\S]")?
+        } else {
+            Regex::new(&alternatives.join("|"))?
+        };
+        Ok(Detector { combined, groups })
+    }
+
+    pub fn all() -> Detector {
+        Detector::new(&PiiType::ALL).expect("the built-in patterns compile")
+    }
+
+    /// Every validated detection in `text`, in order, not overlapping.
+    pub fn detect(&self, text: &str) -> Vec<Detection> {
+        let mut found = Vec::new();
+        // Most text has no candidate at all: the DFA answers that alone.
+        if !self.combined.is_match(text) {
+            return found;
+        }
+        for captures in self.combined.captures_iter(text) {
+            let Some((index, group)) = captures
+                .iter()
+                .skip(1)
+                .enumerate()
+                .find_map(|(i, group)| group.map(|g| (i, g)))
+            else {
+                continue;
+            };
+            let kind = self.groups[index];
+            if valid(kind, text, group.start(), group.end()) {
+                found.push(Detection {
+                    start: group.start(),
+                    end: group.end(),
+                    kind,
+                });
+            }
+        }
+        found
+    }
+}
+
+fn valid(kind: PiiType, text: &str, start: usize, end: usize) -> bool {
+    let candidate = &text[start..end];
+    match kind {
+        PiiType::Card => card(candidate),
+        PiiType::Iban => iban(candidate),
+        PiiType::Ssn => ssn(candidate),
+        PiiType::Ipv6 => ipv6(candidate),
+        PiiType::Ipv4 => !looks_like_version(text, start),
+        PiiType::Phone => phone(candidate) && !looks_like_version(text, start),
+        _ => true,
+    }
+}
+
+fn digits(text: &str) -> Vec<u8> {
+    text.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect()
+}
+
+/// A payment card: 13–19 digits from a card network's range, separated
+/// (if at all) the way cards are printed, passing the Luhn check.
+fn card(candidate: &str) -> bool {
+    let number = digits(candidate);
+    if !(13..=19).contains(&number.len()) || !luhn(&number) {
+        return false;
+    }
+    let separators: Vec<char> = candidate.chars().filter(|c| !c.is_ascii_digit()).collect();
+    if separators.windows(2).any(|pair| pair[0] != pair[1]) {
+        return false;
+    }
+    if !separators.is_empty() {
+        let groups: Vec<usize> = candidate.split([' ', '-']).map(str::len).collect();
+        let printed = matches!(
+            groups.as_slice(),
+            [4, 4, 4, 4] | [4, 6, 5] | [4, 6, 4] | [4, 4, 4, 4, 3] | [4, 4, 4, 1] | [4, 4, 5]
+        );
+        if !printed {
+            return false;
+        }
+    }
+    let prefix = |n: usize| {
+        number[..n]
+            .iter()
+            .fold(0u32, |acc, d| acc * 10 + u32::from(*d))
+    };
+    match number[0] {
+        4 => true,
+        5 => (51..=55).contains(&prefix(2)),
+        2 => (2221..=2720).contains(&prefix(4)),
+        3 => matches!(prefix(2), 34 | 37 | 36 | 38 | 30) || (3528..=3589).contains(&prefix(4)),
+        6 => matches!(prefix(2), 62 | 65) || prefix(4) == 6011 || (644..=649).contains(&prefix(3)),
+        _ => false,
+    }
+}
+
+fn luhn(number: &[u8]) -> bool {
+    let sum: u32 = number
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            if i % 2 == 1 {
+                let doubled = d * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// An IBAN: 15–34 characters whose check digits pass mod 97.
+fn iban(candidate: &str) -> bool {
+    let compact: Vec<u8> = candidate.bytes().filter(|b| *b != b' ').collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let (head, tail) = compact.split_at(4);
+    let mut remainder: u32 = 0;
+    for &byte in tail.iter().chain(head) {
+        let value = match byte {
+            b'0'..=b'9' => u32::from(byte - b'0'),
+            b'A'..=b'Z' => u32::from(byte - b'A') + 10,
+            _ => return false,
+        };
+        remainder = if value >= 10 {
+            (remainder * 100 + value) % 97
+        } else {
+            (remainder * 10 + value) % 97
+        };
+    }
+    remainder == 1
+}
+
+/// A US SSN with one kind of separator, outside the areas never issued
+/// (000, 666, 900–999) and without an all-zero group or serial.
+fn ssn(candidate: &str) -> bool {
+    let separators: Vec<char> = candidate.chars().filter(|c| !c.is_ascii_digit()).collect();
+    if separators.first() != separators.last() {
+        return false;
+    }
+    let number = digits(candidate);
+    let area = u32::from(number[0]) * 100 + u32::from(number[1]) * 10 + u32::from(number[2]);
+    let group = &number[3..5];
+    let serial = &number[5..9];
+    area != 0 && area != 666 && area < 900 && group != [0, 0] && serial != [0, 0, 0, 0]
+}
+
+/// An IPv6 address: the candidate parses as one, and it is not a time of
+/// day or a MAC address (which do not parse).
+fn ipv6(candidate: &str) -> bool {
+    candidate.contains(':') && candidate.parse::<Ipv6Addr>().is_ok() && candidate.len() > 4
+}
+
+/// A phone number has 8 to 15 digits (E.164's bounds, with national
+/// formats at 10).
+fn phone(candidate: &str) -> bool {
+    (8..=15).contains(&digits(candidate).len())
+}
+
+/// Dotted numbers written as versions (`v1.2.3.4`, `version 10.0.1.2`)
+/// are not addresses.
+fn looks_like_version(text: &str, start: usize) -> bool {
+    let before = &text[..start];
+    if before.ends_with(['v', 'V']) {
+        return true;
+    }
+    let word = before
+        .trim_end()
+        .rsplit(char::is_whitespace)
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(':')
+        .to_ascii_lowercase();
+    matches!(word.as_str(), "version" | "ver" | "build" | "v")
+}
+
+#[cfg(test)]
+mod tests;
