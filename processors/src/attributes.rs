@@ -10,16 +10,19 @@ pub fn set_attribute(
     key: &str,
     value: Value,
 ) {
-    let index = known.or_else(|| attributes.iter().position(|a| a.key == key));
-    let value = Some(AnyValue { value: Some(value) });
-    match index {
-        Some(index) => attributes[index].value = value,
-        None => attributes.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        }),
+    match known.or_else(|| attributes.iter().position(|a| a.key == key)) {
+        Some(index) => attributes[index].value = Some(AnyValue { value: Some(value) }),
+        None => push_attribute(attributes, key, value),
     }
+}
+
+/// Appends `key` = `value`, for a caller that knows the key is absent.
+pub fn push_attribute(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
+    attributes.push(KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    });
 }
 
 /// The value of an attribute, if it has one.

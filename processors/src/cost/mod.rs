@@ -57,13 +57,13 @@ use std::time::{Duration, SystemTime};
 use lookout_pipelines::component::parse_config;
 use lookout_pipelines::{BuildError, ComponentId, Payload, Processor, ProcessorFactory, Signal};
 use metrics::{Counter, counter};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, status::StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::attributes::{amount, count, set_attribute, text, value_of};
+use crate::attributes::{amount, count, push_attribute, set_attribute, text, value_of};
 use crate::genai::conventions::Kind;
 pub use matching::{Pattern, find_price};
 pub use prices::{BUILTIN, Breakdown, Price, PriceEntry, PriceFile, PriceTable, Usage};
@@ -282,18 +282,17 @@ impl CostProcessor {
             contribution.llm_call = true;
             contribution.input_tokens = usage.input;
             contribution.output_tokens = usage.output;
-            contribution.cost_usd = if read.already_priced.is_some() {
-                read.amount(&span.attributes, read.cost).unwrap_or(0.0)
-            } else {
-                self.price_llm(span, &read, &usage, now).unwrap_or(0.0)
-            };
-        } else if read.already_priced.is_none()
-            && let Some(cost) = self.rules.price(span, read.tool)
-        {
-            contribution.cost_usd = cost;
-        } else if read.already_priced.is_some() {
-            contribution.cost_usd = read.amount(&span.attributes, read.cost).unwrap_or(0.0);
         }
+        // A span priced upstream (an agent in front of this gateway) keeps
+        // its cost; it is only counted.
+        contribution.cost_usd = if read.already_priced.is_some() {
+            read.amount(&span.attributes, read.cost)
+        } else if let Some(usage) = usage.filter(|_| is_llm) {
+            self.price_llm(span, &read, &usage, now)
+        } else {
+            self.rules.price(span, read.tool)
+        }
+        .unwrap_or(0.0);
         contribution
     }
 
@@ -487,7 +486,12 @@ fn intern(names: &mut HashMap<Box<str>, Arc<str>>, name: &str) -> Arc<str> {
     shared
 }
 
-fn set_status(attributes: &mut Vec<KeyValue>, fresh: bool, cost_type: &str, status: &str) {
+pub(super) fn set_status(
+    attributes: &mut Vec<KeyValue>,
+    fresh: bool,
+    cost_type: &str,
+    status: &str,
+) {
     let cost_type = Value::StringValue(cost_type.into());
     put(attributes, fresh, "lookout.cost.type", cost_type);
     put(
@@ -501,11 +505,7 @@ fn set_status(attributes: &mut Vec<KeyValue>, fresh: bool, cost_type: &str, stat
 /// Appends when the key is known to be absent, else sets it in place.
 fn put(attributes: &mut Vec<KeyValue>, fresh: bool, key: &str, value: Value) {
     if fresh {
-        attributes.push(KeyValue {
-            key: key.to_string(),
-            value: Some(AnyValue { value: Some(value) }),
-            ..Default::default()
-        });
+        push_attribute(attributes, key, value);
     } else {
         set_attribute(attributes, None, key, value);
     }

@@ -181,13 +181,10 @@ impl Rollup {
         contribution: Contribution,
         now: Instant,
     ) {
-        let mut records = match self.traces.remove(&trace) {
-            Some(open) => {
-                self.records -= open.records.len();
-                open.records
-            }
-            None => Vec::new(),
-        };
+        let mut records = self
+            .close(trace)
+            .map(|open| open.records)
+            .unwrap_or_default();
         records.push(Record {
             span_id: span_id(root),
             parent: SpanId::default(),
@@ -363,16 +360,22 @@ impl Rollup {
     /// Writes the totals on the held root and releases it; a trace without
     /// a root is counted and forgotten. `remember_at` keeps the trace ID
     /// for late children.
+    /// Takes a trace out of the open ones, keeping the record count.
+    fn close(&mut self, trace: TraceId) -> Option<OpenTrace> {
+        let open = self.traces.remove(&trace)?;
+        self.records -= open.records.len();
+        Some(open)
+    }
+
     fn finish(
         &mut self,
         trace: TraceId,
         out: &mut Vec<ResourceSpans>,
         remember_at: Option<Instant>,
     ) {
-        let Some(open) = self.traces.remove(&trace) else {
+        let Some(open) = self.close(trace) else {
             return;
         };
-        self.records -= open.records.len();
         let Some(mut held) = open.root else {
             self.metrics.without_root.increment(1);
             return;

@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use regex::Regex;
 use serde::Deserialize;
 
+use super::set_status;
 use crate::attributes::{set_attribute, text, value_of};
 
 /// Which spans a rule prices: every condition given must hold.
@@ -161,18 +162,7 @@ impl Rules {
                     .and_then(value_of)
                     .and_then(characters);
                 let Some(characters) = characters else {
-                    set_attribute(
-                        attributes,
-                        None,
-                        "lookout.cost.type",
-                        Value::StringValue("tts".into()),
-                    );
-                    set_attribute(
-                        attributes,
-                        None,
-                        "lookout.cost.status",
-                        Value::StringValue("unknown_usage".into()),
-                    );
+                    set_status(attributes, false, "tts", "unknown_usage");
                     return None;
                 };
                 ("tts", "lookout.cost.tts_usd", characters as f64 * usd)
@@ -185,18 +175,7 @@ impl Rules {
             "gen_ai.usage.cost",
             Value::DoubleValue(usd),
         );
-        set_attribute(
-            attributes,
-            None,
-            "lookout.cost.type",
-            Value::StringValue(cost_type.into()),
-        );
-        set_attribute(
-            attributes,
-            None,
-            "lookout.cost.status",
-            Value::StringValue("computed".into()),
-        );
+        set_status(attributes, false, cost_type, "computed");
         Some(usd)
     }
 }

@@ -154,7 +154,17 @@ impl Kind {
 
     /// Reads an operation or span-kind value of any convention.
     pub fn parse(value: &str) -> Option<Kind> {
-        Some(match value.to_ascii_lowercase().as_str() {
+        // Most values are lower case already (every OTel value, and the
+        // kind genai writes): lower-case a copy only when needed, since
+        // this runs on every span.
+        let lowered;
+        let value = if value.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = value.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            value
+        };
+        Some(match value {
             "chat" => Kind::Chat,
             "llm" | "text_completion" | "completion" | "generate_content" => Kind::Llm,
             "embeddings" | "embedding" => Kind::Embeddings,
