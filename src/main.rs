@@ -28,6 +28,24 @@ enum Command {
     Run(ConfigArg),
     /// Check a config file, list every problem, and exit non-zero on errors.
     Validate(ConfigArg),
+    /// Reverse the pii processor's `encrypt` action: copy a file (or
+    /// standard input) to standard output with every `<TYPE:enc:…>` value
+    /// opened. Exits 1 if any value does not open with the key.
+    Decrypt(DecryptArgs),
+}
+
+#[derive(clap::Args)]
+struct DecryptArgs {
+    /// The file to read; standard input when absent.
+    file: Option<PathBuf>,
+    /// The environment variable holding the key (64 hex digits or base64),
+    /// the same key as the processor's `encryption_key`.
+    #[arg(long, default_value = "LOOKOUT_PII_ENCRYPTION_KEY")]
+    key_env: String,
+    /// Escape each value for the inside of a JSON string, as in the file
+    /// exporter's output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -73,6 +91,13 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Validate(arg)) => validate(&arg.config),
         Some(Command::Run(arg)) => run(&arg.config),
+        Some(Command::Decrypt(args)) => match decrypt(&args) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("lookout decrypt: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         None => run(Path::new("config.yaml")),
     }
 }
@@ -98,6 +123,45 @@ fn validate(path: &Path) -> ExitCode {
         println!("{}: valid", path.display());
         ExitCode::SUCCESS
     }
+}
+
+fn decrypt(args: &DecryptArgs) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+
+    use lookout_processors::pii::actions::{Escape, decrypt_marked, parse_encryption_key};
+
+    let key = std::env::var(&args.key_env)
+        .with_context(|| format!("the key is read from ${}, which is not set", args.key_env))?;
+    let key = parse_encryption_key(&key).with_context(|| format!("${}", args.key_env))?;
+    let text = match &args.file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read standard input")?;
+            text
+        }
+    };
+    let escape = if args.json {
+        Escape::Json
+    } else {
+        Escape::None
+    };
+    let result = decrypt_marked(&text, &key, escape);
+    std::io::stdout()
+        .write_all(result.text.as_bytes())
+        .context("cannot write standard output")?;
+    eprintln!(
+        "lookout decrypt: {} value(s) decrypted, {} did not open with this key",
+        result.decrypted, result.failed
+    );
+    Ok(if result.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn run(path: &Path) -> ExitCode {

@@ -10,5 +10,10 @@ use lookout_pipelines::ProcessorFactory;
 
 /// Every processor type this crate provides.
 pub fn factories() -> Vec<ProcessorFactory> {
-    vec![batch::factory(), genai::factory(), cost::factory()]
+    vec![
+        batch::factory(),
+        genai::factory(),
+        cost::factory(),
+        pii::factory(),
+    ]
 }

@@ -65,21 +65,26 @@ impl Daemon {
     /// binds it, so a start that fails with "Address already in use" is
     /// tried again on fresh ports.
     pub async fn start(config: &str) -> Daemon {
+        Daemon::start_with_env(config, &[]).await
+    }
+
+    /// As `start`, with these variables in the daemon's environment.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         const ATTEMPTS: usize = 5;
         for _ in 1..ATTEMPTS {
-            match Daemon::try_start(config).await {
+            match Daemon::try_start(config, env).await {
                 Ok(daemon) => return daemon,
                 Err(log) if log.contains("Address already in use") => continue,
                 Err(log) => panic!("lookout did not become ready:\n{log}"),
             }
         }
-        Daemon::try_start(config)
+        Daemon::try_start(config, env)
             .await
             .unwrap_or_else(|log| panic!("lookout did not become ready:\n{log}"))
     }
 
     /// Starts one daemon; the error is its log.
-    async fn try_start(config: &str) -> Result<Daemon, String> {
+    async fn try_start(config: &str, env: &[(&str, &str)]) -> Result<Daemon, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let (http, grpc, telemetry) = (addr(free_port()), addr(free_port()), addr(free_port()));
@@ -98,6 +103,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -10,6 +10,7 @@ mod fake_openai;
 mod forward;
 mod genai;
 mod http_protocol;
+mod pii;
 mod prometheus;
 mod python_sdk;
 mod retry;

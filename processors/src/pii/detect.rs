@@ -11,8 +11,9 @@ use std::net::Ipv6Addr;
 
 use regex::Regex;
 
-/// What a detection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What a built-in detector finds; in config, its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PiiType {
     PrivateKey,
     Jwt,
@@ -101,66 +102,130 @@ impl PiiType {
     }
 }
 
-/// One detection: a byte range of the text.
+/// One detection: a byte range of the text, and the index of the rule
+/// (see [`Detector::rules`]) that found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Detection {
     pub start: usize,
     pub end: usize,
-    pub kind: PiiType,
+    pub rule: usize,
 }
 
-/// The combined matcher over the enabled detectors.
+/// What the detector looks for: a built-in type, or a custom rule from
+/// config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The placeholder name, as in `<EMAIL>` or `<EMPLOYEE_ID>`.
+    pub label: String,
+    /// `None` for a custom rule.
+    pub builtin: Option<PiiType>,
+}
+
+/// A custom rule: a label and a regular expression.
+#[derive(Debug, Clone)]
+pub struct CustomPattern {
+    pub label: String,
+    pub pattern: String,
+}
+
+/// The combined matcher over the enabled detectors and custom rules.
 pub struct Detector {
     combined: Regex,
-    /// The type of each capture group, in group order.
-    groups: Vec<PiiType>,
+    rules: Vec<Rule>,
+    /// The capture group that wraps each rule's alternative: custom
+    /// patterns may hold groups of their own, which shift the numbering.
+    group_of_rule: Vec<usize>,
 }
 
 impl Detector {
     pub fn new(enabled: &[PiiType]) -> Result<Detector, regex::Error> {
-        let groups: Vec<PiiType> = PiiType::ALL
+        Detector::with_custom(enabled, &[])
+    }
+
+    pub fn with_custom(
+        enabled: &[PiiType],
+        custom: &[CustomPattern],
+    ) -> Result<Detector, regex::Error> {
+        let builtins = PiiType::ALL
             .into_iter()
             .filter(|kind| enabled.contains(kind))
-            .collect();
-        let alternatives: Vec<String> = groups
-            .iter()
-            .map(|kind| format!("({})", kind.pattern()))
-            .collect();
+            .map(|kind| {
+                let rule = Rule {
+                    label: kind.label().to_string(),
+                    builtin: Some(kind),
+                };
+                (rule, kind.pattern())
+            });
+        let customs = custom.iter().map(|c| {
+            let rule = Rule {
+                label: c.label.clone(),
+                builtin: None,
+            };
+            (rule, c.pattern.as_str())
+        });
+        let mut rules = Vec::new();
+        let mut alternatives = Vec::new();
+        let mut group_of_rule = Vec::new();
+        let mut next_group = 1;
+        for (rule, pattern) in builtins.chain(customs) {
+            let inner_groups = Regex::new(pattern)?.captures_len() - 1;
+            group_of_rule.push(next_group);
+            next_group += 1 + inner_groups;
+            alternatives.push(format!("({pattern})"));
+            rules.push(rule);
+        }
         let combined = if alternatives.is_empty() {
             // Matches nothing.
             Regex::new(r"[^\s\S]")?
         } else {
             Regex::new(&alternatives.join("|"))?
         };
-        Ok(Detector { combined, groups })
+        Ok(Detector {
+            combined,
+            rules,
+            group_of_rule,
+        })
     }
 
     pub fn all() -> Detector {
         Detector::new(&PiiType::ALL).expect("the built-in patterns compile")
     }
 
+    /// The rules, indexed by [`Detection::rule`].
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether `text` may hold a detection: one pass of the DFA, and the
+    /// whole cost of scanning text with no candidate in it.
+    pub fn may_match(&self, text: &str) -> bool {
+        self.combined.is_match(text)
+    }
+
     /// Every validated detection in `text`, in order, not overlapping.
     pub fn detect(&self, text: &str) -> Vec<Detection> {
         let mut found = Vec::new();
-        // Most text has no candidate at all: the DFA answers that alone.
-        if !self.combined.is_match(text) {
+        if !self.may_match(text) {
             return found;
         }
         for captures in self.combined.captures_iter(text) {
-            let Some((index, group)) = captures
+            let matched = self
+                .group_of_rule
                 .iter()
-                .skip(1)
                 .enumerate()
-                .find_map(|(i, group)| group.map(|g| (i, g)))
-            else {
+                .find_map(|(rule, &group)| captures.get(group).map(|g| (rule, g)));
+            let Some((rule, group)) = matched else {
                 continue;
             };
-            let kind = self.groups[index];
-            if valid(kind, text, group.start(), group.end()) {
+            let validated = match self.rules[rule].builtin {
+                Some(kind) => valid(kind, text, group.start(), group.end()),
+                None => true,
+            };
+            if validated && group.start() < group.end() {
                 found.push(Detection {
                     start: group.start(),
                     end: group.end(),
-                    kind,
+                    rule,
                 });
             }
         }
@@ -224,7 +289,7 @@ fn card(candidate: &str) -> bool {
     }
 }
 
-fn luhn(number: &[u8]) -> bool {
+pub(crate) fn luhn(number: &[u8]) -> bool {
     let sum: u32 = number
         .iter()
         .rev()
