@@ -156,11 +156,15 @@ class Bench:
                 "--pid-file", os.path.join(workdir, "rotel.pid"), "--log-file", os.path.join(workdir, "rotel.log"),
             ]
         else:
-            processors = [] if system == "lookout-a" else self.processors
+            processors = {
+                "lookout-a": [],
+                # (b) less the pii processor: what PII scrubbing costs.
+                "lookout-b-no-pii": [p for p in self.processors if p != "pii"],
+            }.get(system, self.processors)
             exporter = "file" if system == "lookout-c" else "blackhole"
             # (b) is the full LLM pipeline, "with Prometheus": its product
             # metrics exporter sits beside the blackhole.
-            prometheus = free_port() if system == "lookout-b" and self.has_prometheus else None
+            prometheus = free_port() if system.startswith("lookout-b") and self.has_prometheus else None
             config = os.path.join(workdir, "config.yaml")
             with open(config, "w") as f:
                 f.write(self.lookout_config(workdir, http, grpc, telemetry, processors, exporter, memory_limit,
@@ -195,7 +199,7 @@ class Bench:
             daemon = self.start(system, workdir, memory_limit)
             time.sleep(0.3)
             cpu_before = daemon.cpu_seconds()
-            unique_ids = system == "lookout-b" and "cost" in self.processors
+            unique_ids = system.startswith("lookout-b") and "cost" in self.processors
             report = self.loadgen(daemon.endpoints[protocol], protocol, rate, concurrency, unique_ids=unique_ids)
             report["daemon_cpu_seconds"] = daemon.cpu_seconds() - cpu_before
             report["daemon_peak_rss_mib"] = daemon.peak_rss_mib()
@@ -332,7 +336,7 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--duration", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--systems", default="lookout-a,lookout-b,lookout-c,rotel")
+    parser.add_argument("--systems", default="lookout-a,lookout-b,lookout-b-no-pii,lookout-c,rotel")
     parser.add_argument("--protocols", default="http,grpc")
     parser.add_argument("--no-overload", action="store_true")
     parser.add_argument("--out", default="bench-results")

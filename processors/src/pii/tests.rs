@@ -532,12 +532,17 @@ fn mixed_text() -> impl Strategy<Value = String> {
     proptest::collection::vec(fragment, 0..12).prop_map(|parts| parts.concat())
 }
 
+// Built once: the properties run hundreds of cases.
+static DEFAULT: std::sync::LazyLock<PiiProcessor> = std::sync::LazyLock::new(|| processor("{}"));
+static MASKING: std::sync::LazyLock<PiiProcessor> =
+    std::sync::LazyLock::new(|| processor("{ default_action: mask }"));
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn the_sanitizer_never_panics_and_leaves_clean_text_alone(text in mixed_text()) {
-        let processor = processor("{}");
+        let processor = &*DEFAULT;
         let mut tally = Tally::new(processor.type_names.len());
         let found = processor.sanitizer.detector.detect(&text);
         match processor.sanitizer.scrub(&text, Holder::Removable, &mut tally) {
@@ -555,7 +560,7 @@ proptest! {
 
     #[test]
     fn arbitrary_unicode_never_panics(text in "\\PC*") {
-        let processor = processor("{ default_action: mask }");
+        let processor = &*MASKING;
         let mut tally = Tally::new(processor.type_names.len());
         let out = processor.sanitizer.scrub(&text, Holder::Fixed, &mut tally);
         if processor.sanitizer.detector.detect(&text).is_empty() {
