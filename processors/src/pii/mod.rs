@@ -52,8 +52,11 @@ use std::collections::BTreeMap;
 
 use lookout_pipelines::component::{BuildError, parse_config};
 use lookout_pipelines::{ComponentId, Payload, Processor, ProcessorFactory, Signal};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value::Value,
+};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use serde::Deserialize;
 
@@ -235,19 +238,11 @@ impl PiiProcessor {
 
     pub fn sanitize_traces(&mut self, resources: &mut [ResourceSpans]) {
         for resource_spans in resources {
-            if let Some(resource) = resource_spans.resource.as_mut() {
-                self.sanitizer
-                    .scrub_attributes(&mut resource.attributes, &mut self.tally);
-            }
-            for scope_spans in &mut resource_spans.scope_spans {
-                if let Some(scope) = scope_spans.scope.as_mut() {
-                    self.sanitizer
-                        .scrub_attributes(&mut scope.attributes, &mut self.tally);
-                }
-            }
-            if let Some(resource) = resource_spans.resource.as_mut() {
-                self.audit(&mut resource.attributes);
-            }
+            let scopes = resource_spans
+                .scope_spans
+                .iter_mut()
+                .map(|s| s.scope.as_mut());
+            self.sanitize_envelope(resource_spans.resource.as_mut(), scopes);
             let spans = resource_spans
                 .scope_spans
                 .iter_mut()
@@ -258,6 +253,26 @@ impl PiiProcessor {
             }
         }
         self.publish();
+    }
+
+    /// Scrubs a resource and its scopes; the audit of either goes on the
+    /// resource.
+    fn sanitize_envelope<'a>(
+        &mut self,
+        resource: Option<&mut Resource>,
+        scopes: impl Iterator<Item = Option<&'a mut InstrumentationScope>>,
+    ) {
+        for scope in scopes.flatten() {
+            self.sanitizer
+                .scrub_attributes(&mut scope.attributes, &mut self.tally);
+        }
+        if let Some(resource) = resource {
+            self.sanitizer
+                .scrub_attributes(&mut resource.attributes, &mut self.tally);
+            self.audit(&mut resource.attributes);
+        } else {
+            self.tally.take_item();
+        }
     }
 
     fn sanitize_span(&mut self, span: &mut Span) {
@@ -281,19 +296,11 @@ impl PiiProcessor {
 
     pub fn sanitize_logs(&mut self, resources: &mut [ResourceLogs]) {
         for resource_logs in resources {
-            if let Some(resource) = resource_logs.resource.as_mut() {
-                self.sanitizer
-                    .scrub_attributes(&mut resource.attributes, &mut self.tally);
-            }
-            for scope_logs in &mut resource_logs.scope_logs {
-                if let Some(scope) = scope_logs.scope.as_mut() {
-                    self.sanitizer
-                        .scrub_attributes(&mut scope.attributes, &mut self.tally);
-                }
-            }
-            if let Some(resource) = resource_logs.resource.as_mut() {
-                self.audit(&mut resource.attributes);
-            }
+            let scopes = resource_logs
+                .scope_logs
+                .iter_mut()
+                .map(|s| s.scope.as_mut());
+            self.sanitize_envelope(resource_logs.resource.as_mut(), scopes);
             let records = resource_logs
                 .scope_logs
                 .iter_mut()
