@@ -211,7 +211,7 @@ impl Detector {
 
     /// Whether `text` may hold a detection: the prefilter, then one pass of
     /// the DFA; the whole cost of scanning text with no candidate in it.
-    pub fn may_match(&self, text: &str) -> bool {
+    fn may_match(&self, text: &str) -> bool {
         self.prefilter.as_ref().is_none_or(|p| p.may_match(text)) && self.combined.is_match(text)
     }
 
