@@ -11,7 +11,7 @@ pub fn factory() -> ExporterFactory {
     ExporterFactory {
         kind: "blackhole",
         signals: &Signal::ALL,
-        build: |_id: &ComponentId, raw| {
+        build: |_id: &ComponentId, raw, _helper| {
             let BlackholeConfig {} = parse_config(raw)?;
             Ok(Box::new(BlackholeExporter))
         },

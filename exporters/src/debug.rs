@@ -17,7 +17,7 @@ pub fn factory() -> ExporterFactory {
     ExporterFactory {
         kind: "debug",
         signals: &Signal::ALL,
-        build: |id: &ComponentId, raw| {
+        build: |id: &ComponentId, raw, _helper| {
             let config: DebugConfig = parse_config(raw)?;
             Ok(Box::new(DebugExporter {
                 id: id.to_string(),

@@ -27,7 +27,7 @@ pub fn factory() -> ExporterFactory {
     ExporterFactory {
         kind: "file",
         signals: &Signal::ALL,
-        build: |_id: &ComponentId, raw| {
+        build: |_id: &ComponentId, raw, _helper| {
             let config: FileConfig = parse_config(raw)?;
             if config.path.as_os_str().is_empty() {
                 return Err(BuildError::at(&["path"], "must not be empty"));

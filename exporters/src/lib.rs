@@ -4,6 +4,7 @@
 pub mod blackhole;
 pub mod debug;
 pub mod file;
+pub mod langsmith;
 pub mod otlp;
 pub mod prometheus;
 
@@ -15,6 +16,7 @@ pub fn factories() -> Vec<ExporterFactory> {
         blackhole::factory(),
         debug::factory(),
         file::factory(),
+        langsmith::factory(),
         otlp::factory(),
         prometheus::factory(),
     ]

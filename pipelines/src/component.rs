@@ -199,7 +199,7 @@ pub trait Processor: Send + 'static {
 }
 
 /// Why an export attempt failed, which decides whether it is retried.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExportError {
     /// Worth retrying: a timeout, a 5xx, a 429. `retry_after` is the
     /// server's own hint, which the retry loop honours.
@@ -245,6 +245,12 @@ pub trait Exporter: Send + Sync + 'static {
     async fn shutdown(&self) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// A JSON status page served on the telemetry endpoint at
+    /// `/api/<name>`, with the page's name. Called per request.
+    fn status(&self) -> Option<(&'static str, serde_json::Value)> {
+        None
+    }
 }
 
 type BuildFn<T> = fn(&ComponentId, serde_yaml::Value) -> Result<T, BuildError>;
@@ -268,13 +274,23 @@ pub struct ProcessorFactory {
     pub build: ProcessorBuildFn,
 }
 
+/// Exporters are built after the helper has taken its keys out of their
+/// config; an exporter that sends through its own batching (as `langsmith`
+/// does) reads the helper's timeout and retry settings from the second
+/// argument.
+type ExporterBuildFn = fn(
+    &ComponentId,
+    serde_yaml::Value,
+    &crate::exporter_helper::ExporterHelperConfig,
+) -> Result<Box<dyn Exporter>, BuildError>;
+
 /// Builds exporters of one type. The keys `sending_queue`, `retry_on_failure`
 /// and `timeout` are taken by the exporter helper before `build` sees the
 /// config.
 pub struct ExporterFactory {
     pub kind: &'static str,
     pub signals: &'static [Signal],
-    pub build: BuildFn<Box<dyn Exporter>>,
+    pub build: ExporterBuildFn,
 }
 
 /// Every component type the binary knows.

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod component;
 pub mod config;
 pub mod exporter_helper;
+pub mod genai;
 pub mod memory_limiter;
 pub mod payload;
 pub mod stage_channel;

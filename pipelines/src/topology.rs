@@ -37,7 +37,7 @@ use crate::payload::{Payload, Signal};
 use crate::stage_channel::{Backpressure, Consumer, Consumers, PipelineInput, stage_channel};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::{self, ProcessorMetrics};
-use crate::telemetry::server::{self, TelemetryServer};
+use crate::telemetry::server::{self, StatusPages, TelemetryServer};
 
 /// A running daemon: telemetry, exporters, pipelines and receivers.
 pub struct Topology {
@@ -57,11 +57,13 @@ impl Topology {
     /// accepts data before its pipelines and exporters can take it.
     pub async fn start(plan: Plan) -> anyhow::Result<Topology> {
         let health = Health::default();
+        let pages = StatusPages::default();
         let stop_telemetry = CancellationToken::new();
         let telemetry = server::start(
             &plan.telemetry.metrics.endpoint,
             metrics::install(),
             health.clone(),
+            pages.clone(),
             stop_telemetry.clone(),
         )
         .await?;
@@ -78,6 +80,7 @@ impl Topology {
                 hard_stop.clone(),
             )
             .await?;
+            pages.add(exporter.id.clone(), running.exporter());
             exporters.insert(exporter.id, running);
         }
 

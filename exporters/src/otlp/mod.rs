@@ -16,7 +16,7 @@
 //! (with RetryInfo) and friends; HTTP 429, 502, 503 and 504 with Retry-After.
 
 mod grpc;
-mod http;
+pub(crate) mod http;
 
 use std::collections::BTreeMap;
 
@@ -31,7 +31,7 @@ pub fn factory() -> ExporterFactory {
     ExporterFactory {
         kind: "otlp",
         signals: &Signal::ALL,
-        build: |_id: &ComponentId, raw| {
+        build: |_id: &ComponentId, raw, _helper| {
             let config: OtlpExporterConfig = parse_config(raw)?;
             let transport = match config.protocol {
                 Protocol::Grpc => Transport::Grpc(Box::new(grpc::GrpcTransport::new(&config)?)),

@@ -57,7 +57,7 @@ pub fn factory() -> ExporterFactory {
     ExporterFactory {
         kind: "prometheus",
         signals: &[Signal::Traces, Signal::Metrics],
-        build: |id: &ComponentId, raw| {
+        build: |id: &ComponentId, raw, _helper| {
             let config: PrometheusConfig = parse_config(raw)?;
             Ok(Box::new(PrometheusExporter::new(&id.to_string(), config)?))
         },

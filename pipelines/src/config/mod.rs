@@ -532,7 +532,7 @@ impl Definitions<'_> {
                     continue;
                 }
             };
-            match (factory.build)(id, own) {
+            match (factory.build)(id, own, &helper) {
                 Ok(exporter) => exporters.push(ExporterPlan {
                     id: id.clone(),
                     exporter,

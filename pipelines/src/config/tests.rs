@@ -50,7 +50,7 @@ fn components() -> Components {
         exporters: vec![ExporterFactory {
             kind: "debug",
             signals: &[Signal::Traces, Signal::Logs],
-            build: |_, raw| {
+            build: |_, raw, _| {
                 let _: Endpoint = parse_config(raw)?;
                 Ok(Box::new(Nothing))
             },

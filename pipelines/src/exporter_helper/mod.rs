@@ -6,6 +6,7 @@
 pub mod queue;
 pub mod retry;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,6 +246,10 @@ impl RunningExporter {
         self.handle.clone()
     }
 
+    pub fn exporter(&self) -> Arc<dyn Exporter> {
+        self.exporter.clone()
+    }
+
     /// Closes the queue, lets the consumers send what is left until the
     /// hard stop, counts anything still unsent, and shuts the exporter down.
     pub async fn stop(self) {
@@ -312,41 +317,89 @@ impl Sender {
     }
 
     async fn deliver(&self, payload: &Payload) -> Outcome {
-        let started = Instant::now();
-        let mut backoff = Backoff::new(&self.retry);
-        let hard_stop = &self.handle.hard_stop;
-        loop {
-            let attempt = tokio::select! {
-                attempt = tokio::time::timeout(self.timeout, self.exporter.export(payload)) => attempt,
-                _ = hard_stop.cancelled() => return Outcome::Failed("shutdown deadline passed".into()),
-            };
-            let (reason, retry_after) = match attempt {
-                Ok(Ok(())) => return Outcome::Sent,
-                Ok(Err(ExportError::Permanent { reason })) => {
-                    return Outcome::Failed(format!("permanent error: {reason}"));
-                }
-                Ok(Err(ExportError::Transient {
-                    reason,
-                    retry_after,
-                })) => (reason, retry_after),
-                Err(_) => (format!("timed out after {:?}", self.timeout), None),
-            };
-            if !self.retry.enabled {
-                return Outcome::Failed(format!("{reason} (retries disabled)"));
-            }
-            let wait = backoff.next_wait().max(retry_after.unwrap_or_default());
-            if let Some(max_elapsed) = self.retry.max_elapsed()
-                && started.elapsed() + wait > max_elapsed
-            {
-                return Outcome::Failed(format!("{reason}; gave up after {:?}", started.elapsed()));
-            }
+        let policy = RetryPolicy {
+            retry: &self.retry,
+            timeout: self.timeout,
+            stop: &self.handle.hard_stop,
+        };
+        let on_retry = |reason: &str, wait: Duration| {
             tracing::warn!(exporter = %self.handle.id, reason = %reason, wait = ?wait, "export failed; will retry");
             self.handle.metrics.retries.increment(1);
-            self.health.degraded(reason);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = hard_stop.cancelled() => return Outcome::Failed("shutdown deadline passed".into()),
-            }
+            self.health.degraded(reason.to_string());
+        };
+        match send_with_retry(&policy, on_retry, || self.exporter.export(payload)).await {
+            Ok(()) => Outcome::Sent,
+            Err(gave_up) => Outcome::Failed(gave_up.to_string()),
+        }
+    }
+}
+
+/// How `send_with_retry` retries: the helper's `retry_on_failure`, its
+/// per-attempt `timeout`, and a token that ends waiting at a hard stop.
+pub struct RetryPolicy<'a> {
+    pub retry: &'a RetryConfig,
+    pub timeout: Duration,
+    pub stop: &'a CancellationToken,
+}
+
+/// Why `send_with_retry` stopped trying.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GaveUp {
+    #[error("permanent error: {0}")]
+    Permanent(String),
+    #[error("{reason} (retries disabled)")]
+    RetriesDisabled { reason: String },
+    #[error("{reason}; gave up after {elapsed:?}")]
+    BudgetSpent { reason: String, elapsed: Duration },
+    #[error("shutdown deadline passed")]
+    Stopped,
+}
+
+/// Runs `attempt` until it succeeds, fails permanently, or the retry
+/// budget or the stop token ends it. Each wait is the backoff's next step,
+/// or the server's Retry-After when that is longer; `on_retry` hears of
+/// each failure that will be retried. Every exporter's retries go through
+/// here, whether its requests come from the sending queue or from batches
+/// it forms itself.
+pub async fn send_with_retry<F, Fut>(
+    policy: &RetryPolicy<'_>,
+    mut on_retry: impl FnMut(&str, Duration),
+    mut attempt: F,
+) -> Result<(), GaveUp>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), ExportError>>,
+{
+    let started = Instant::now();
+    let mut backoff = Backoff::new(policy.retry);
+    loop {
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(policy.timeout, attempt()) => outcome,
+            _ = policy.stop.cancelled() => return Err(GaveUp::Stopped),
+        };
+        let (reason, retry_after) = match outcome {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(ExportError::Permanent { reason })) => return Err(GaveUp::Permanent(reason)),
+            Ok(Err(ExportError::Transient {
+                reason,
+                retry_after,
+            })) => (reason, retry_after),
+            Err(_) => (format!("timed out after {:?}", policy.timeout), None),
+        };
+        if !policy.retry.enabled {
+            return Err(GaveUp::RetriesDisabled { reason });
+        }
+        let wait = backoff.next_wait().max(retry_after.unwrap_or_default());
+        if let Some(max_elapsed) = policy.retry.max_elapsed()
+            && started.elapsed() + wait > max_elapsed
+        {
+            let elapsed = started.elapsed();
+            return Err(GaveUp::BudgetSpent { reason, elapsed });
+        }
+        on_retry(&reason, wait);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = policy.stop.cancelled() => return Err(GaveUp::Stopped),
         }
     }
 }

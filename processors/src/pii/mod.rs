@@ -71,41 +71,7 @@ pub const TYPES_ATTRIBUTE: &str = "lookout.pii.types";
 /// Built-in detectors and custom rules share a 64-bit set per item.
 const MAX_CUSTOM_RULES: usize = 64 - PiiType::ALL.len();
 
-/// The attributes that carry prompt and completion content, in every
-/// convention the `genai` processor reads; `metadata_only` drops them.
-pub const CONTENT_KEYS: &[&str] = &[
-    // OTel GenAI, current and deprecated.
-    "gen_ai.input.messages",
-    "gen_ai.output.messages",
-    "gen_ai.system_instructions",
-    "gen_ai.tool.call.arguments",
-    "gen_ai.tool.call.result",
-    "gen_ai.prompt",
-    "gen_ai.prompt.*",
-    "gen_ai.completion",
-    "gen_ai.completion.*",
-    "gen_ai.content.prompt",
-    "gen_ai.content.completion",
-    "gen_ai.event.content",
-    // OpenLLMetry.
-    "llm.prompts",
-    "llm.prompts.*",
-    "llm.completions",
-    "llm.completions.*",
-    "traceloop.entity.input",
-    "traceloop.entity.output",
-    // OpenInference.
-    "input.value",
-    "output.value",
-    "llm.input_messages",
-    "llm.input_messages.*",
-    "llm.output_messages",
-    "llm.output_messages.*",
-    "llm.prompt_template.variables",
-    // LangSmith.
-    "langsmith.inputs",
-    "langsmith.outputs",
-];
+pub use lookout_pipelines::genai::CONTENT_KEYS;
 
 /// Event attributes that carry a message in the per-message GenAI events
 /// (`gen_ai.user.message`, `gen_ai.choice`, …).
