@@ -10,6 +10,8 @@ mod fake_openai;
 mod forward;
 mod genai;
 mod http_protocol;
+mod langsmith;
+mod langsmith_server;
 mod pii;
 mod prometheus;
 mod python_sdk;
