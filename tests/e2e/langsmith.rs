@@ -320,24 +320,12 @@ async fn rate_limits_and_server_errors_lose_nothing() {
 async fn a_minute_of_downtime_is_spooled_and_replayed_in_full() {
     let mut server = FakeLangSmith::start(default_info()).await;
     let spool = tempfile::tempdir().unwrap();
-    let extra = "";
-    let config = config(&server.url(), spool.path(), extra)
+    let config = config(&server.url(), spool.path(), "")
         .replace("max_elapsed_time: 0s", "max_elapsed_time: 2s");
     let daemon = Daemon::start(&config).await;
     server.go_down();
     send_trees(&daemon, 0, 50).await;
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            let metrics = futures_block(daemon.metrics());
-            metric_value(
-                &metrics,
-                "lookout_langsmith_spool_runs{exporter=\"langsmith\"}",
-            ) == Some(200.0)
-        })
-        .await,
-        "{}",
-        daemon.log()
-    );
+    wait_for_spooled_runs(&daemon, 200).await;
     let (code, body) = status(&daemon).await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["reachable"], false);
@@ -355,6 +343,16 @@ async fn a_minute_of_downtime_is_spooled_and_replayed_in_full() {
     assert_eq!(body["spool"]["runs"], 0);
 }
 
+/// Waits until the spool holds `runs` runs, by the daemon's own gauge.
+async fn wait_for_spooled_runs(daemon: &Daemon, runs: u32) {
+    let series = "lookout_langsmith_spool_runs{exporter=\"langsmith\"}";
+    let spooled = eventually(Duration::from_secs(20), || {
+        metric_value(&futures_block(daemon.metrics()), series) == Some(f64::from(runs))
+    })
+    .await;
+    assert!(spooled, "{}", daemon.log());
+}
+
 fn futures_block<F: std::future::Future>(future: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
@@ -368,18 +366,7 @@ async fn the_spool_survives_a_restart() {
     server.go_down();
     let mut daemon = Daemon::start(&config).await;
     send_trees(&daemon, 0, 30).await;
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            let metrics = futures_block(daemon.metrics());
-            metric_value(
-                &metrics,
-                "lookout_langsmith_spool_runs{exporter=\"langsmith\"}",
-            ) == Some(120.0)
-        })
-        .await,
-        "{}",
-        daemon.log()
-    );
+    wait_for_spooled_runs(&daemon, 120).await;
     assert!(daemon.terminate().await.success());
     let files = std::fs::read_dir(spool.path()).unwrap().count();
     assert!(files > 0);

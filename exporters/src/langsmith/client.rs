@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::run::Run;
 use super::wire::{self, Body};
+use crate::otlp::http::retry_after;
 
 /// What `/info` says about ingestion (`LangSmithInfo` in the SDK).
 #[derive(Debug, Clone, PartialEq)]
@@ -239,18 +240,6 @@ fn classify(
         })),
         _ => Err(Ok(Refusal::Rejected(status))),
     }
-}
-
-/// `Retry-After` in seconds.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: f64 = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
 }
 
 /// A reqwest error without its URL: the URL may carry credentials.

@@ -84,7 +84,7 @@ fn gzip(body: &[u8]) -> Vec<u8> {
 
 /// `Retry-After` in seconds. (The HTTP-date form is rare from collectors
 /// and falls back to the exporter's own backoff.)
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds: u64 = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
