@@ -430,3 +430,47 @@ async fn a_wrong_key_is_one_clear_error_and_no_spinning() {
     let ids: HashSet<String> = server.runs().into_keys().collect();
     assert!(ids.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn otlp_mode_forwards_to_the_otel_endpoint_with_key_and_project() {
+    let server = FakeLangSmith::start(default_info()).await;
+    let config = format!(
+        "\
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: {{http}}
+exporters:
+  langsmith:
+    mode: otlp
+    endpoint: {}
+    api_key: test-key
+    project: forwarded
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [langsmith]
+  telemetry:
+    metrics:
+      endpoint: {{telemetry}}
+",
+        server.url()
+    );
+    let daemon = Daemon::start(&config).await;
+    send_trees(&daemon, 0, 10).await;
+    let forwarded = || server.with(|s| s.recorded.otel_spans.iter().map(|r| r.0).sum::<usize>());
+    assert!(
+        eventually(Duration::from_secs(10), || forwarded() == 40).await,
+        "{}",
+        daemon.log()
+    );
+    server.with(|s| {
+        for (_, key, project) in &s.recorded.otel_spans {
+            assert_eq!(key.as_deref(), Some("test-key"));
+            assert_eq!(project.as_deref(), Some("forwarded"));
+        }
+    });
+    assert_eq!(server.run_count(), 0);
+}

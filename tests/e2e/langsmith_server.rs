@@ -39,6 +39,9 @@ pub struct Recorded {
     /// `(path, status, content-encoding)` of every ingest request.
     pub requests: Vec<(String, u16, Option<String>)>,
     pub rejections: Vec<String>,
+    /// Spans received on `/otel/v1/traces`, with the `x-api-key` and
+    /// `Langsmith-Project` headers of their request.
+    pub otel_spans: Vec<(usize, Option<String>, Option<String>)>,
 }
 
 pub struct FakeLangSmith {
@@ -104,6 +107,7 @@ fn serve(listener: tokio::net::TcpListener, state: Arc<Mutex<Shared>>) -> Cancel
         .route("/info", get(info))
         .route("/runs/multipart", post(multipart))
         .route("/runs/batch", post(batch))
+        .route("/otel/v1/traces", post(otel))
         .with_state(state);
     let token = stop.clone();
     tokio::spawn(async move {
@@ -201,6 +205,46 @@ async fn batch(
         },
     };
     record(&state, "/runs/batch", &headers, answer)
+}
+
+/// LangSmith's OTLP/HTTP endpoint: gzip or plain protobuf.
+async fn otel(
+    State(state): State<Arc<Mutex<Shared>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let body = if header("content-encoding").as_deref() == Some("gzip") {
+        let mut plain = Vec::new();
+        let decoded = std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(body.as_ref()),
+            &mut plain,
+        );
+        if decoded.is_err() {
+            return StatusCode::BAD_REQUEST;
+        }
+        Bytes::from(plain)
+    } else {
+        body
+    };
+    let Ok(lookout_pipelines::Payload::Traces(resources)) =
+        lookout_pipelines::codec::decode_protobuf(lookout_pipelines::Signal::Traces, &body)
+    else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let spans = resources
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    let entry = (spans, header("x-api-key"), header("langsmith-project"));
+    state.lock().unwrap().recorded.otel_spans.push(entry);
+    StatusCode::OK
 }
 
 /// Validates and stores runs: all or nothing, like one request should.
