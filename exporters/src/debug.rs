@@ -13,6 +13,8 @@ use lookout_pipelines::component::parse_config;
 use lookout_pipelines::{ComponentId, ExportError, Exporter, ExporterFactory, Payload, Signal};
 use serde::Deserialize;
 
+use crate::attributes::hex;
+
 pub fn factory() -> ExporterFactory {
     ExporterFactory {
         kind: "debug",
@@ -112,8 +114,4 @@ fn log_items(exporter: &str, payload: &Payload) {
             }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,6 +1,7 @@
 //! Lookout's exporters. Each one implements only `Exporter::export`; the
 //! queue, retries and timeouts come from the shared exporter helper.
 
+mod attributes;
 pub mod blackhole;
 pub mod debug;
 pub mod file;

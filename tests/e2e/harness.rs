@@ -276,11 +276,11 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
     check()
 }
 
-fn string_attribute(key: &str, value: String) -> KeyValue {
+pub fn string_attribute(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
+            value: Some(any_value::Value::StringValue(value.into())),
         }),
         ..Default::default()
     }
@@ -303,7 +303,7 @@ pub fn spans(batch: u64, count: u64, prompt_bytes: usize) -> Vec<ResourceSpans> 
                 start_time_unix_nano: 1_700_000_000_000_000_000 + id,
                 end_time_unix_nano: 1_700_000_000_500_000_000 + id,
                 attributes: vec![
-                    string_attribute("gen_ai.request.model", "gpt-4o-mini".into()),
+                    string_attribute("gen_ai.request.model", "gpt-4o-mini"),
                     string_attribute("gen_ai.prompt", "p".repeat(prompt_bytes)),
                 ],
                 ..Default::default()
@@ -312,7 +312,7 @@ pub fn spans(batch: u64, count: u64, prompt_bytes: usize) -> Vec<ResourceSpans> 
         .collect();
     vec![ResourceSpans {
         resource: Some(Resource {
-            attributes: vec![string_attribute("service.name", "e2e".into())],
+            attributes: vec![string_attribute("service.name", "e2e")],
             ..Default::default()
         }),
         scope_spans: vec![ScopeSpans {

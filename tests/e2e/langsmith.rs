@@ -6,12 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, eventually, metric_value, python, python_script, traces_body};
+use crate::harness::{
+    Daemon, eventually, metric_value, python, python_script, string_attribute, traces_body,
+};
 use crate::langsmith_server::{FakeLangSmith, default_info};
 
 fn config(endpoint: &str, spool: &Path, extra: &str) -> String {
@@ -57,16 +59,6 @@ service:
     )
 }
 
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// `traces` agent traces of four spans (root → llm, root → tool → llm),
 /// children listed before their parents as SDKs export them.
 fn trees(first: u64, traces: u64) -> Vec<ResourceSpans> {
@@ -93,9 +85,9 @@ fn trees(first: u64, traces: u64) -> Vec<ResourceSpans> {
                 Some(parent),
                 "chat gpt-4o-mini",
                 vec![
-                    text("gen_ai.operation.name", "chat"),
-                    text("gen_ai.request.model", "gpt-4o-mini"),
-                    text(
+                    string_attribute("gen_ai.operation.name", "chat"),
+                    string_attribute("gen_ai.request.model", "gpt-4o-mini"),
+                    string_attribute(
                         "gen_ai.input.messages",
                         r#"[{"role":"user","parts":[{"type":"text","content":"hi"}]}]"#,
                     ),
@@ -107,19 +99,19 @@ fn trees(first: u64, traces: u64) -> Vec<ResourceSpans> {
             3,
             Some(1),
             "get_weather",
-            vec![text("gen_ai.operation.name", "execute_tool")],
+            vec![string_attribute("gen_ai.operation.name", "execute_tool")],
         ));
         spans.push(llm(2, 1));
         spans.push(span(
             1,
             None,
             "agent",
-            vec![text("gen_ai.operation.name", "invoke_agent")],
+            vec![string_attribute("gen_ai.operation.name", "invoke_agent")],
         ));
     }
     vec![ResourceSpans {
         resource: Some(Resource {
-            attributes: vec![text("service.name", "e2e")],
+            attributes: vec![string_attribute("service.name", "e2e")],
             ..Default::default()
         }),
         scope_spans: vec![ScopeSpans {

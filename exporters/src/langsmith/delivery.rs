@@ -306,7 +306,7 @@ impl Delivery {
         };
         let on_retry = |reason: &str, wait: Duration| {
             tracing::warn!(exporter = %self.exporter, reason, wait = ?wait, "LangSmith request failed; will retry");
-            self.failed_attempt(reason);
+            self.record_error(reason.to_string());
         };
         let attempt = || async {
             match self.attempt(path, &body).await {
@@ -458,7 +458,7 @@ impl Delivery {
                 }
                 Err(Failure::Unauthorized(_)) => self.config.auth_retry_interval,
                 Err(Failure::Retryable(err)) => {
-                    self.failed_attempt(&err.to_string());
+                    self.record_error(err.to_string());
                     self.lock().unreachable = true;
                     let retry_after = match err {
                         ExportError::Transient { retry_after, .. } => retry_after,
@@ -508,10 +508,6 @@ impl Delivery {
         self.metrics.failed(reason, runs);
     }
 
-    fn failed_attempt(&self, reason: &str) {
-        self.record_error(reason.to_string());
-    }
-
     fn record_error(&self, message: String) {
         self.lock().last_error = Some((now_rfc3339(), message));
     }
@@ -555,7 +551,7 @@ impl Delivery {
     }
 
     /// The body of `/api/langsmith-status`.
-    pub fn status(&self, held_runs: usize, spool_max_bytes: Option<u64>) -> Value {
+    pub fn status(&self, held_runs: usize) -> Value {
         let connection = self.lock();
         let authorized = connection.unauthorized.is_none();
         let reachable = !connection.unreachable;
@@ -566,7 +562,7 @@ impl Delivery {
                 "batches": size.batches,
                 "runs": size.runs,
                 "bytes": size.bytes,
-                "max_bytes": spool_max_bytes,
+                "max_bytes": spool.max_bytes(),
                 "dropped_runs": self.counters.spool_dropped.load(Ordering::Relaxed),
             })
         });

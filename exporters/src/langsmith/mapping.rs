@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::messages::{self, DESCRIBING_KEYS};
 use super::run::{Draft, GivenIds};
+use crate::attributes::{self, find, hex};
 use lookout_pipelines::genai::is_content_key;
 
 /// Why a span cannot become a run.
@@ -340,21 +341,10 @@ pub(super) fn raw(value: &Value) -> Box<RawValue> {
         .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
 }
 
-pub(super) fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attributes
-        .iter()
-        .find(|attribute| attribute.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()
-}
-
+/// A non-empty string attribute: an empty name, model or message says
+/// nothing a run should carry.
 pub(super) fn string<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match find(attributes, key)? {
-        any_value::Value::StringValue(text) if !text.is_empty() => Some(text),
-        _ => None,
-    }
+    attributes::string(attributes, key).filter(|text| !text.is_empty())
 }
 
 fn count(value: &any_value::Value) -> Option<i64> {
@@ -409,10 +399,6 @@ pub(super) fn json_of(value: &any_value::Value) -> Value {
 
 fn any_json(value: &AnyValue) -> Value {
     value.value.as_ref().map_or(Value::Null, json_of)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

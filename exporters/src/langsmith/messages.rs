@@ -16,7 +16,8 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Map, Value, json};
 
-use super::mapping::{find, json_of, string};
+use super::mapping::{json_of, string};
+use crate::attributes::find;
 
 /// A span's run inputs and outputs, when it has any.
 #[derive(Debug, Default, PartialEq)]

@@ -551,12 +551,7 @@ impl RunsExporter {
     fn status(&self) -> Option<serde_json::Value> {
         let delivery = self.delivery.get()?;
         let held = lock(&self.handoff.window).held();
-        let max_bytes = self
-            .config
-            .spool
-            .enabled
-            .then_some(self.config.spool.max_bytes);
-        let mut status = delivery.status(held, max_bytes);
+        let mut status = delivery.status(held);
         status["project"] = self.project.clone().into();
         status["mode"] = "runs".into();
         Some(status)

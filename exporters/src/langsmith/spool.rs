@@ -95,6 +95,10 @@ impl Spool {
         }
     }
 
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lock().entries.is_empty()
     }

@@ -11,6 +11,7 @@
 
 use std::io::Write;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -20,7 +21,8 @@ use super::run::{Run, RunCore};
 /// An encoded request body and the headers that describe it.
 #[derive(Debug, Clone)]
 pub struct Body {
-    pub bytes: Vec<u8>,
+    /// Shared, so that each retry resends it without a copy.
+    pub bytes: Bytes,
     pub content_type: String,
     /// Set when the body is zstd-compressed: the size before.
     pub uncompressed_len: Option<usize>,
@@ -59,7 +61,7 @@ pub fn multipart(runs: &[Run]) -> Body {
     }
     bytes.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     Body {
-        bytes,
+        bytes: bytes.into(),
         content_type: format!("multipart/form-data; boundary={boundary}"),
         uncompressed_len: None,
     }
@@ -116,7 +118,9 @@ pub fn batch(runs: &[Run]) -> Body {
         .collect();
     Body {
         // Strings, UUIDs and JSON that is already valid: cannot fail.
-        bytes: serde_json::to_vec(&Batch { post, patch: [] }).unwrap_or_default(),
+        bytes: serde_json::to_vec(&Batch { post, patch: [] })
+            .unwrap_or_default()
+            .into(),
         content_type: "application/json".into(),
         uncompressed_len: None,
     }
@@ -135,7 +139,7 @@ pub fn zstd(body: Body) -> Body {
         .and_then(|()| encoder.finish());
     match compressed {
         Ok(bytes) => Body {
-            bytes,
+            bytes: bytes.into(),
             content_type: body.content_type,
             uncompressed_len: Some(uncompressed_len),
         },
@@ -173,7 +177,7 @@ pub(crate) mod tests {
     #[test]
     fn multipart_parts_are_named_typed_and_sized() {
         let body = multipart(&[sample(1, None), sample(2, Some("Bad \"input\""))]);
-        let text = String::from_utf8(body.bytes).unwrap();
+        let text = String::from_utf8(body.bytes.to_vec()).unwrap();
         let boundary = body.content_type.split("boundary=").nth(1).unwrap();
         let parts: Vec<&str> = text.split(&format!("--{boundary}")).collect();
         // Leading empty piece, 4 + 5 parts, and the closing `--\r\n`.
@@ -210,7 +214,7 @@ pub(crate) mod tests {
         let packed = zstd(plain.clone());
         assert_eq!(packed.uncompressed_len, Some(plain.bytes.len()));
         assert_eq!(
-            zstd::decode_all(packed.bytes.as_slice()).unwrap(),
+            zstd::decode_all(packed.bytes.as_ref()).unwrap(),
             plain.bytes
         );
     }

@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, status::StatusCode};
 
 use super::registry::{Kind, Labels, MetricInfo, Registry, Update, Value};
+use crate::attributes::string;
 
 const REQUEST_SECONDS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
@@ -350,23 +351,6 @@ fn histogram(
         expires: false,
     };
     let _ = registry.update(metric, labels, Update::Add(buckets.into_value()), now);
-}
-
-fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attributes
-        .iter()
-        .find(|a| a.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()
-}
-
-fn string<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match find(attributes, key)? {
-        AnyValue::StringValue(s) => Some(s),
-        _ => None,
-    }
 }
 
 /// A finite, non-negative count or amount.
