@@ -6,8 +6,10 @@ pub mod blackhole;
 pub mod debug;
 pub mod file;
 pub mod langsmith;
+mod messages;
 pub mod otlp;
 pub mod prometheus;
+pub mod store;
 
 use lookout_pipelines::ExporterFactory;
 
@@ -20,5 +22,7 @@ pub fn factories() -> Vec<ExporterFactory> {
         langsmith::factory(),
         otlp::factory(),
         prometheus::factory(),
+        store::postgres_factory(),
+        store::sqlite_factory(),
     ]
 }

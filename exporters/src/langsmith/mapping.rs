@@ -2,15 +2,15 @@
 //! outputs, metadata and usage. Ids and the dotted order are the trace
 //! window's business.
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::messages::{self, DESCRIBING_KEYS};
 use super::run::{Draft, GivenIds};
-use crate::attributes::{self, find, hex};
+use crate::attributes::{find, hex, json_of, non_empty_string as string, object};
+use crate::messages::{self, DESCRIBING_KEYS};
 use lookout_pipelines::genai::is_content_key;
 
 /// Why a span cannot become a run.
@@ -341,12 +341,6 @@ pub(super) fn raw(value: &Value) -> Box<RawValue> {
         .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
 }
 
-/// A non-empty string attribute: an empty name, model or message says
-/// nothing a run should carry.
-pub(super) fn string<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes::string(attributes, key).filter(|text| !text.is_empty())
-}
-
 fn count(value: &any_value::Value) -> Option<i64> {
     match value {
         any_value::Value::IntValue(n) => Some(*n),
@@ -367,43 +361,10 @@ fn amount(value: &any_value::Value) -> Option<f64> {
     .filter(|n| n.is_finite() && *n >= 0.0)
 }
 
-/// Attributes as a JSON object.
-pub(super) fn object(attributes: &[KeyValue]) -> Value {
-    Value::Object(
-        attributes
-            .iter()
-            .filter_map(|attribute| {
-                let value = attribute.value.as_ref()?.value.as_ref()?;
-                Some((attribute.key.clone(), json_of(value)))
-            })
-            .collect(),
-    )
-}
-
-pub(super) fn json_of(value: &any_value::Value) -> Value {
-    match value {
-        any_value::Value::StringValue(text) => Value::String(text.clone()),
-        any_value::Value::BoolValue(flag) => Value::Bool(*flag),
-        any_value::Value::IntValue(n) => Value::from(*n),
-        any_value::Value::DoubleValue(d) => {
-            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
-        }
-        any_value::Value::ArrayValue(array) => {
-            Value::Array(array.values.iter().map(any_json).collect())
-        }
-        any_value::Value::KvlistValue(list) => object(&list.values),
-        any_value::Value::BytesValue(bytes) => Value::String(hex(bytes)),
-        _ => Value::Null,
-    }
-}
-
-fn any_json(value: &AnyValue) -> Value {
-    value.value.as_ref().map_or(Value::Null, json_of)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
     use opentelemetry_proto::tonic::trace::v1::Status;
 
     fn attribute(key: &str, value: any_value::Value) -> KeyValue {

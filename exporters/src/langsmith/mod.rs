@@ -38,7 +38,6 @@
 mod client;
 mod delivery;
 mod mapping;
-mod messages;
 mod rate;
 mod run;
 mod spool;

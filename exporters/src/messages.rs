@@ -16,8 +16,7 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Map, Value, json};
 
-use super::mapping::{json_of, string};
-use crate::attributes::find;
+use crate::attributes::{find, json_of, non_empty_string as string};
 
 /// A span's run inputs and outputs, when it has any.
 #[derive(Debug, Default, PartialEq)]
