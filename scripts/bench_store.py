@@ -1,5 +1,10 @@
-"""Sustained spans/s into PostgreSQL and SQLite through the whole daemon:
-lookout-loadgen → OTLP/HTTP → genai → cost → batch → postgres | sqlite.
+"""Sustained spans/s into PostgreSQL and SQLite, two ways:
+
+- the load benchmark (default): the whole daemon, lookout-loadgen →
+  OTLP/HTTP → genai → cost → batch → postgres | sqlite, with the load
+  generator, the daemon and PostgreSQL sharing the machine's 2 cores;
+- --write-path: the exporters' criterion benchmark (exporters/benches/
+  store.rs), which writes ready batches through Exporter::export.
 
 The figure is spans *stored* per second (the exporter's
 lookout_store_spans_total{result="stored"}) over the measured window, not
@@ -7,9 +12,11 @@ spans accepted: the queue can absorb a burst, the database sets the pace.
 Trace ids are unique per round (--unique-trace-ids), so every span is a
 new row, never a cheap duplicate.
 
-PostgreSQL is a throwaway cluster in a temp directory with the server's
-default settings (fsync and synchronous_commit on), run as `nobody` when
-this runs as root. Run by scripts/bench-store.
+PostgreSQL is a throwaway cluster in a temp directory, fresh for every
+run, run as `nobody` when this runs as root, with fsync and
+synchronous_commit on. --pg-settings default keeps the server's defaults;
+tuned gives it the memory a write-heavy store is given (see TUNED).
+Run by scripts/bench-store.
 """
 
 import argparse
@@ -26,6 +33,9 @@ import time
 import urllib.request
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# A quarter of this machine's 24 GiB for shared buffers, and checkpoints
+# spaced as for a write-heavy database; durability settings untouched.
+TUNED = "-c shared_buffers=6GB -c max_wal_size=8GB -c checkpoint_timeout=15min"
 
 
 def free_port():
@@ -58,7 +68,7 @@ def cpu_seconds(pids):
 
 
 class Postgres:
-    def __init__(self, workdir):
+    def __init__(self, workdir, settings):
         versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
         if not versions:
             raise SystemExit("no PostgreSQL server under /usr/lib/postgresql: apt-get install postgresql")
@@ -72,7 +82,8 @@ class Postgres:
             os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
         self.port = free_port()
         self.run("initdb", "--auth=trust", "--username=lookout", f"--pgdata={self.dir}/data")
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' {os.environ.get('PG_EXTRA', '')}"
+        extra = TUNED if settings == "tuned" else ""
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' {extra}"
         self.run("pg_ctl", "start", "--wait", f"--pgdata={self.dir}/data", f"--log={self.dir}/log", "-o", options)
         self.url = f"postgres://lookout@127.0.0.1:{self.port}/postgres"
 
@@ -128,7 +139,7 @@ def config(backend, workdir, http, telemetry, pg_url):
 
 def one_run(args, backend):
     workdir = tempfile.mkdtemp(prefix="lookout-bench-store-")
-    postgres = Postgres(workdir) if backend == "postgres" else None
+    postgres = Postgres(workdir, args.pg_settings) if backend == "postgres" else None
     http, telemetry = free_port(), free_port()
     path = os.path.join(workdir, "config.yaml")
     with open(path, "w") as f:
@@ -176,6 +187,18 @@ def one_run(args, backend):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def write_path(args):
+    workdir = tempfile.mkdtemp(prefix="lookout-bench-store-")
+    postgres = Postgres(workdir, args.pg_settings)
+    try:
+        env = dict(os.environ, LOOKOUT_BENCH_POSTGRES_URL=postgres.url)
+        command = ["cargo", "bench", "--locked", "-p", "lookout-exporters", "--bench", "store"]
+        subprocess.run(command, env=env, check=True)
+    finally:
+        postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin-dir", required=True)
@@ -184,7 +207,12 @@ def main():
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--pg-settings", choices=["default", "tuned"], default="default")
+    parser.add_argument("--write-path", action="store_true")
     args = parser.parse_args()
+    if args.write_path:
+        write_path(args)
+        return
     results = []
     for backend in args.backends.split(","):
         runs = [one_run(args, backend) for _ in range(args.runs)]

@@ -31,7 +31,13 @@ pub fn non_empty_string<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a
 
 /// Lower-case hex, as OTLP/JSON writes trace and span ids.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    text
 }
 
 /// Attributes as a JSON object.

@@ -78,48 +78,49 @@ where
     migrator(dialect).run(pool).await.map_err(StoreError::from)
 }
 
-/// The tables retention deletes from, each by its own (indexed) time
-/// column, so that every table is swept the same way and no delete needs
-/// another table. Rows of one trace share its times, so they go together.
+/// What retention sweeps. A trace goes with its spans and agent
+/// executions, found by trace id (which their keys and indexes lead
+/// with); metrics, costs and alerts expire by their own indexed time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiring {
     Traces,
-    Agents,
     Metrics,
     Costs,
-    Spans,
     Alerts,
 }
 
 impl Expiring {
-    pub const ALL: [Expiring; 6] = [
+    pub const ALL: [Expiring; 4] = [
         Expiring::Traces,
-        Expiring::Agents,
         Expiring::Metrics,
         Expiring::Costs,
-        Expiring::Spans,
         Expiring::Alerts,
     ];
 
     pub fn table(self) -> &'static str {
         match self {
             Expiring::Traces => "workflow_traces",
-            Expiring::Agents => "agent_executions",
             Expiring::Metrics => "performance_metrics",
             Expiring::Costs => "cost_details",
-            Expiring::Spans => "spans",
             Expiring::Alerts => "alert_history",
         }
     }
 
     pub fn time_column(self) -> &'static str {
         match self {
-            Expiring::Traces | Expiring::Agents | Expiring::Spans => "start_time",
+            Expiring::Traces => "start_time",
             Expiring::Metrics | Expiring::Costs => "timestamp",
             Expiring::Alerts => "triggered_at",
         }
     }
 }
+
+/// The tables rows left with a trace, besides its own.
+pub const TRACE_TABLES: [&str; 2] = ["agent_executions", "spans"];
+
+/// Rows one retention batch deleted: of the swept table first, then of the
+/// tables that went with it.
+pub type Deleted = Vec<(&'static str, u64)>;
 
 /// One database's SQL for the shared write path.
 #[async_trait]
@@ -140,10 +141,23 @@ pub trait Backend: Send + Sync + 'static {
         spans: &[&SpanRow],
     ) -> Result<Vec<(String, String)>, sqlx::Error>;
 
-    /// Merges each batch's view of a trace into its stored row.
-    async fn upsert_traces(
+    /// Creates the rows of traces the store has not seen yet, from the
+    /// batch's view of them, and returns their ids.
+    async fn insert_new_traces(
         tx: &mut Transaction<'static, Self::Db>,
         traces: &[TraceRow],
+    ) -> Result<Vec<String>, sqlx::Error>;
+
+    /// Merges each batch's view of a trace into its stored row.
+    async fn merge_traces(
+        tx: &mut Transaction<'static, Self::Db>,
+        traces: &[TraceRow],
+    ) -> Result<(), sqlx::Error>;
+
+    /// Appends spans known to be new, on the bulk path.
+    async fn copy_spans(
+        tx: &mut Transaction<'static, Self::Db>,
+        spans: &[&SpanRow],
     ) -> Result<(), sqlx::Error>;
 
     /// The agent executions, costs and metrics of spans new to the store.
@@ -152,13 +166,14 @@ pub trait Backend: Send + Sync + 'static {
         spans: &[&SpanRow],
     ) -> Result<(), sqlx::Error>;
 
-    /// Deletes at most `limit` rows of `table` older than `cutoff`.
+    /// Deletes at most `limit` expired rows of `what` (for traces, with
+    /// their spans and agent executions).
     async fn delete_expired(
         &self,
-        table: Expiring,
+        what: Expiring,
         cutoff: OffsetDateTime,
         limit: i64,
-    ) -> Result<u64, sqlx::Error>;
+    ) -> Result<Deleted, sqlx::Error>;
 }
 
 /// What one write did.
@@ -181,18 +196,49 @@ pub async fn write<B: Backend>(backend: &B, batch: &Batch) -> Result<Written, sq
     if spans.is_empty() {
         return Ok(Written::default());
     }
+    match write_fast(backend, &spans).await {
+        Err(err) if is_unique_violation(&err) => write_checked(backend, &spans).await,
+        written => written,
+    }
+}
+
+/// Most spans belong to traces the store has not seen: once a trace's row
+/// is created here, its spans cannot exist yet (a concurrent writer of the
+/// same trace waits on that row), so they are appended on the bulk path
+/// with no conflict check. Spans of known traces (late spans, replays) go
+/// through `insert_spans`, which skips those already stored.
+async fn write_fast<B: Backend>(backend: &B, spans: &[&SpanRow]) -> Result<Written, sqlx::Error> {
     let mut tx = backend.begin_write().await?;
-    let new_keys: HashSet<(String, String)> = B::insert_spans(&mut tx, &spans)
-        .await?
-        .into_iter()
-        .collect();
-    let fresh: Vec<&SpanRow> = spans
+    let created = B::insert_new_traces(&mut tx, &traces(spans.iter().copied())).await?;
+    let created: HashSet<&str> = created.iter().map(String::as_str).collect();
+    let (of_new_traces, of_known_traces): (Vec<&SpanRow>, Vec<&SpanRow>) = spans
         .iter()
-        .copied()
-        .filter(|s| new_keys.contains(&(s.trace_id.clone(), s.span_id.clone())))
-        .collect();
+        .partition(|s| created.contains(s.trace_id.as_str()));
+    B::copy_spans(&mut tx, &of_new_traces).await?;
+    let late = insert_unstored::<B>(&mut tx, &of_known_traces).await?;
+    if !late.is_empty() {
+        B::merge_traces(&mut tx, &traces(late.iter().copied())).await?;
+    }
+    let fresh: Vec<&SpanRow> = of_new_traces.into_iter().chain(late).collect();
+    B::insert_details(&mut tx, &fresh).await?;
+    tx.commit().await?;
+    Ok(Written {
+        stored: fresh.len(),
+        duplicates: spans.len() - fresh.len(),
+    })
+}
+
+/// Every span through the conflict check: the fallback for spans stored
+/// without their trace's row (rows deleted by hand, say), on which the
+/// bulk path fails.
+async fn write_checked<B: Backend>(
+    backend: &B,
+    spans: &[&SpanRow],
+) -> Result<Written, sqlx::Error> {
+    let mut tx = backend.begin_write().await?;
+    let fresh = insert_unstored::<B>(&mut tx, spans).await?;
     if !fresh.is_empty() {
-        B::upsert_traces(&mut tx, &traces(fresh.iter().copied())).await?;
+        B::merge_traces(&mut tx, &traces(fresh.iter().copied())).await?;
         B::insert_details(&mut tx, &fresh).await?;
     }
     tx.commit().await?;
@@ -200,6 +246,31 @@ pub async fn write<B: Backend>(backend: &B, batch: &Batch) -> Result<Written, sq
         stored: fresh.len(),
         duplicates: spans.len() - fresh.len(),
     })
+}
+
+/// Inserts the spans not stored yet and returns them.
+async fn insert_unstored<'a, B: Backend>(
+    tx: &mut Transaction<'static, B::Db>,
+    spans: &[&'a SpanRow],
+) -> Result<Vec<&'a SpanRow>, sqlx::Error> {
+    if spans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inserted = B::insert_spans(tx, spans).await?;
+    let new_keys: HashSet<(&str, &str)> = inserted
+        .iter()
+        .map(|(trace, span)| (trace.as_str(), span.as_str()))
+        .collect();
+    Ok(spans
+        .iter()
+        .copied()
+        .filter(|s| new_keys.contains(&(s.trace_id.as_str(), s.span_id.as_str())))
+        .collect())
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
 }
 
 /// A UTC timestamp from OTLP nanoseconds; out-of-range values (past year

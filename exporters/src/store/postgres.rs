@@ -10,8 +10,11 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
-use super::backend::{Backend, Dialect, Expiring, StoreError, migrate, timestamp};
+use super::backend::{
+    Backend, Deleted, Dialect, Expiring, StoreError, TRACE_TABLES, migrate, timestamp,
+};
 use super::rows::{SpanRow, TraceRow};
 use super::sqlite::sqlite_time;
 
@@ -45,21 +48,39 @@ FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
 ON CONFLICT (trace_id, span_id) DO NOTHING
 RETURNING trace_id, span_id";
 
-/// Totals grow by the batch's new spans only; the root span, whenever it
-/// comes, decides the name and status; a real call id replaces the trace
-/// id standing in for it.
-const UPSERT_TRACES: &str = "
-INSERT INTO workflow_traces (trace_id, call_id, workflow_name, start_time, end_time, status,
-                             total_cost, root_span_id, service_name, span_count, error_count,
-                             input_tokens, output_tokens)
-SELECT t.trace_id, t.call_id, t.workflow_name, t.start_time, t.end_time, t.status,
+/// A batch's trace rows, from arrays; each statement below ends it.
+macro_rules! insert_traces {
+    () => {
+        "
+INSERT INTO workflow_traces (id, trace_id, call_id, workflow_name, start_time, end_time,
+                             status, total_cost, root_span_id, service_name, span_count,
+                             error_count, input_tokens, output_tokens)
+SELECT t.id, t.trace_id, t.call_id, t.workflow_name, t.start_time, t.end_time, t.status,
        t.cost_units::numeric / 10000000000, t.root_span_id, t.service_name, t.span_count,
        t.error_count, t.input_tokens, t.output_tokens
 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
             $6::text[], $7::int8[], $8::text[], $9::text[], $10::int4[], $11::int4[],
-            $12::int8[], $13::int8[])
+            $12::int8[], $13::int8[], $14::uuid[])
   AS t(trace_id, call_id, workflow_name, start_time, end_time, status, cost_units,
-       root_span_id, service_name, span_count, error_count, input_tokens, output_tokens)
+       root_span_id, service_name, span_count, error_count, input_tokens, output_tokens, id)
+ORDER BY t.trace_id"
+    };
+}
+
+/// Creates the rows of traces the store has never seen, and names them.
+const INSERT_NEW_TRACES: &str = concat!(
+    insert_traces!(),
+    "
+ON CONFLICT (trace_id) DO NOTHING
+RETURNING trace_id"
+);
+
+/// Totals grow by the batch's new spans only; the root span, whenever it
+/// comes, decides the name and status; a real call id replaces the trace
+/// id standing in for it.
+const MERGE_TRACES: &str = concat!(
+    insert_traces!(),
+    "
 ON CONFLICT (trace_id) DO UPDATE SET
     call_id = CASE WHEN workflow_traces.call_id = workflow_traces.trace_id
                    THEN EXCLUDED.call_id ELSE workflow_traces.call_id END,
@@ -76,7 +97,12 @@ ON CONFLICT (trace_id) DO UPDATE SET
     error_count = workflow_traces.error_count + EXCLUDED.error_count,
     input_tokens = workflow_traces.input_tokens + EXCLUDED.input_tokens,
     output_tokens = workflow_traces.output_tokens + EXCLUDED.output_tokens,
-    updated_at = NOW()";
+    updated_at = NOW()"
+);
+
+const COPY_SPANS: &str = "COPY spans (trace_id, span_id, parent_span_id, name, kind, service_name, \
+    start_time, end_time, duration_ms, status_code, status_message, cost, attributes, events) \
+    FROM STDIN";
 
 /// The detail tables take plain appends, so they are written with COPY,
 /// PostgreSQL's bulk path: tuples are packed a page at a time with one
@@ -145,48 +171,31 @@ impl Backend for PostgresBackend {
             .collect()
     }
 
-    async fn upsert_traces(
+    async fn insert_new_traces(
+        tx: &mut Transaction<'static, Postgres>,
+        traces: &[TraceRow],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let rows = bind_traces(sqlx::query(INSERT_NEW_TRACES), traces)
+            .fetch_all(&mut **tx)
+            .await?;
+        rows.iter().map(|row| row.try_get(0)).collect()
+    }
+
+    async fn merge_traces(
         tx: &mut Transaction<'static, Postgres>,
         traces: &[TraceRow],
     ) -> Result<(), sqlx::Error> {
-        let text = |f: fn(&TraceRow) -> &str| traces.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(UPSERT_TRACES)
-            .bind(text(|t| &t.trace_id))
-            .bind(text(|t| &t.call_id))
-            .bind(text(|t| &t.workflow_name))
-            .bind(
-                traces
-                    .iter()
-                    .map(|t| timestamp(t.start_ns))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                traces
-                    .iter()
-                    .map(|t| timestamp(t.end_ns))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(text(|t| t.status))
-            .bind(traces.iter().map(|t| t.cost_units).collect::<Vec<_>>())
-            .bind(
-                traces
-                    .iter()
-                    .map(|t| t.root_span_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                traces
-                    .iter()
-                    .map(|t| t.service_name.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(traces.iter().map(|t| t.span_count).collect::<Vec<_>>())
-            .bind(traces.iter().map(|t| t.error_count).collect::<Vec<_>>())
-            .bind(traces.iter().map(|t| t.input_tokens).collect::<Vec<_>>())
-            .bind(traces.iter().map(|t| t.output_tokens).collect::<Vec<_>>())
+        bind_traces(sqlx::query(MERGE_TRACES), traces)
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    async fn copy_spans(
+        tx: &mut Transaction<'static, Postgres>,
+        spans: &[&SpanRow],
+    ) -> Result<(), sqlx::Error> {
+        copy_in(tx, COPY_SPANS, span_rows(spans)).await
     }
 
     async fn insert_details(
@@ -200,25 +209,95 @@ impl Backend for PostgresBackend {
 
     async fn delete_expired(
         &self,
-        table: Expiring,
+        what: Expiring,
         cutoff: OffsetDateTime,
         limit: i64,
-    ) -> Result<u64, sqlx::Error> {
-        // By ctid through a LIMITed subquery: short statements that lock
-        // only the rows they delete, so writers never wait long.
+    ) -> Result<Deleted, sqlx::Error> {
+        // Short statements through a LIMITed subquery, which lock only the
+        // rows they delete, so writers never wait long.
+        if what == Expiring::Traces {
+            let row = sqlx::query(DELETE_EXPIRED_TRACES)
+                .bind(cutoff)
+                .bind(limit)
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(vec![
+                (what.table(), row.try_get::<i64, _>(0)? as u64),
+                (TRACE_TABLES[0], row.try_get::<i64, _>(1)? as u64),
+                (TRACE_TABLES[1], row.try_get::<i64, _>(2)? as u64),
+            ]);
+        }
         let sql = format!(
             "DELETE FROM {table} WHERE ctid IN \
              (SELECT ctid FROM {table} WHERE {column} < $1 LIMIT $2)",
-            table = table.table(),
-            column = table.time_column(),
+            table = what.table(),
+            column = what.time_column(),
         );
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(cutoff)
             .bind(limit)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected())
+        Ok(vec![(what.table(), done.rows_affected())])
     }
+}
+
+/// A batch of expired traces with their spans and agent executions, in
+/// one statement.
+const DELETE_EXPIRED_TRACES: &str = "
+WITH expired AS (
+    SELECT trace_id FROM workflow_traces WHERE start_time < $1 ORDER BY start_time LIMIT $2
+), agents AS (
+    DELETE FROM agent_executions WHERE trace_id IN (SELECT trace_id FROM expired) RETURNING 1
+), spans AS (
+    DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM expired) RETURNING 1
+), traces AS (
+    DELETE FROM workflow_traces WHERE trace_id IN (SELECT trace_id FROM expired) RETURNING 1
+)
+SELECT (SELECT COUNT(*) FROM traces), (SELECT COUNT(*) FROM agents), (SELECT COUNT(*) FROM spans)";
+
+type PgQuery = sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_traces(query: PgQuery, traces: &[TraceRow]) -> PgQuery {
+    let text = |f: fn(&TraceRow) -> &str| traces.iter().map(f).collect::<Vec<_>>();
+    let times = |f: fn(&TraceRow) -> i64| traces.iter().map(|t| timestamp(f(t))).collect::<Vec<_>>();
+    query
+        .bind(text(|t| &t.trace_id))
+        .bind(text(|t| &t.call_id))
+        .bind(text(|t| &t.workflow_name))
+        .bind(times(|t| t.start_ns))
+        .bind(times(|t| t.end_ns))
+        .bind(text(|t| t.status))
+        .bind(traces.iter().map(|t| t.cost_units).collect::<Vec<_>>())
+        .bind(traces.iter().map(|t| t.root_span_id.as_deref()).collect::<Vec<_>>())
+        .bind(traces.iter().map(|t| t.service_name.as_deref()).collect::<Vec<_>>())
+        .bind(traces.iter().map(|t| t.span_count).collect::<Vec<_>>())
+        .bind(traces.iter().map(|t| t.error_count).collect::<Vec<_>>())
+        .bind(traces.iter().map(|t| t.input_tokens).collect::<Vec<_>>())
+        .bind(traces.iter().map(|t| t.output_tokens).collect::<Vec<_>>())
+        .bind(traces.iter().map(|_| time_ordered_id()).collect::<Vec<_>>())
+}
+
+fn span_rows(spans: &[&SpanRow]) -> CopyRows {
+    let mut rows = CopyRows::default();
+    for span in spans {
+        rows.text(&span.trace_id);
+        rows.text(&span.span_id);
+        rows.optional_text(span.parent_span_id.as_deref());
+        rows.text(&span.name);
+        rows.optional_text(span.kind.as_deref());
+        rows.optional_text(span.service_name.as_deref());
+        rows.time(span.start_ns);
+        rows.time(span.end_ns);
+        rows.optional_float(Some(span.duration_ms));
+        rows.text(span.status_code);
+        rows.optional_text(span.status_message.as_deref());
+        rows.optional_cost(span.cost_units);
+        rows.text(&span.attributes);
+        rows.optional_text(span.events.as_deref());
+        rows.end_row();
+    }
+    rows
 }
 
 fn times(spans: &[&SpanRow], f: fn(&SpanRow) -> i64) -> Vec<OffsetDateTime> {
@@ -291,6 +370,19 @@ fn metric_rows(spans: &[&SpanRow]) -> CopyRows {
     rows
 }
 
+/// A time-ordered id (UUIDv7) rather than the schema's random default:
+/// inserts then land on the primary key's rightmost leaf instead of a
+/// random page. The random bits come from a fast PRNG: they need to be
+/// unique, not secret, and the system's generator costs a syscall.
+fn time_ordered_id() -> Uuid {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut random = [0u8; 10];
+    fastrand::fill(&mut random);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
 async fn copy_in(
     tx: &mut Transaction<'static, Postgres>,
     statement: &str,
@@ -335,21 +427,9 @@ impl CopyRows {
         let _ = write!(self.text, "{value}");
     }
 
-    /// A time-ordered id (UUIDv7) rather than the schema's random default:
-    /// inserts then land on the primary key's rightmost leaf instead of a
-    /// random page. The random bits come from a fast PRNG; they need to be
-    /// unique, not secret.
     fn id(&mut self) {
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut random = [0u8; 10];
-        fastrand::fill(&mut random);
-        let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
-        self.raw(
-            id.hyphenated()
-                .encode_lower(&mut uuid::Uuid::encode_buffer()),
-        );
+        let id = time_ordered_id();
+        self.raw(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
     }
 
     fn raw(&mut self, value: &str) {
@@ -359,15 +439,19 @@ impl CopyRows {
 
     fn text(&mut self, value: &str) {
         self.separator();
-        for byte in value.bytes() {
-            match byte {
-                b'\\' => self.text.extend_from_slice(b"\\\\"),
-                b'\t' => self.text.extend_from_slice(b"\\t"),
-                b'\n' => self.text.extend_from_slice(b"\\n"),
-                b'\r' => self.text.extend_from_slice(b"\\r"),
-                other => self.text.push(other),
-            }
+        let mut rest = value.as_bytes();
+        // Copied in runs between the few bytes that need an escape.
+        while let Some(at) = rest.iter().position(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) {
+            self.text.extend_from_slice(&rest[..at]);
+            self.text.extend_from_slice(match rest[at] {
+                b'\\' => b"\\\\",
+                b'\t' => b"\\t",
+                b'\n' => b"\\n",
+                _ => b"\\r",
+            });
+            rest = &rest[at + 1..];
         }
+        self.text.extend_from_slice(rest);
     }
 
     fn null(&mut self) {

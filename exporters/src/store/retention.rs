@@ -1,7 +1,8 @@
 //! Retention: a background job that deletes rows older than
 //! `retention_days`, a small batch per statement, so that no delete holds
-//! locks long enough to stall the writers. Every table is swept by its own
-//! time column; a trace's rows share its times, so they expire together.
+//! locks long enough to stall the writers. A trace expires with its spans
+//! and agent executions, by its start time; metrics, costs and alerts by
+//! their own time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,13 +65,16 @@ impl Retention {
     ) -> Result<u64, sqlx::Error> {
         let limit = i64::from(self.batch_size);
         let mut total = 0;
-        for table in Expiring::ALL {
+        for what in Expiring::ALL {
             loop {
-                let deleted = backend.delete_expired(table, cutoff, limit).await?;
-                total += deleted;
-                counter!("lookout_store_rows_expired_total", "exporter" => exporter.to_string(), "table" => table.table())
-                    .increment(deleted);
-                if deleted < limit as u64 || stop.is_cancelled() {
+                let deleted = backend.delete_expired(what, cutoff, limit).await?;
+                for (table, rows) in &deleted {
+                    total += rows;
+                    counter!("lookout_store_rows_expired_total", "exporter" => exporter.to_string(), "table" => *table)
+                        .increment(*rows);
+                }
+                let swept = deleted.first().map_or(0, |(_, rows)| *rows);
+                if swept < limit as u64 || stop.is_cancelled() {
                     break;
                 }
                 tokio::time::sleep(PAUSE_BETWEEN_BATCHES).await;

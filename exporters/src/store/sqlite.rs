@@ -14,7 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 
-use super::backend::{Backend, Dialect, Expiring, StoreError, migrate, timestamp};
+use super::backend::{
+    Backend, Deleted, Dialect, Expiring, StoreError, TRACE_TABLES, migrate, timestamp,
+};
 use super::rows::{SpanRow, TraceRow};
 
 pub struct SqliteBackend {
@@ -59,23 +61,50 @@ fn time_of(unix_ns: i64) -> String {
     sqlite_time(timestamp(unix_ns))
 }
 
-/// `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join clause.
-const INSERT_SPANS: &str = "
+macro_rules! insert_spans {
+    () => {
+        "
 INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind, service_name, start_time,
                    end_time, duration_ms, status_code, status_message, cost, attributes, events)
 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,
        value->>7, value->>8, value->>9, value->>10, value->>11 / 1e10, value->>12, value->>13
-FROM json_each(?1) WHERE true
-ON CONFLICT (trace_id, span_id) DO NOTHING
-RETURNING trace_id, span_id";
+FROM json_each(?1) WHERE true"
+    };
+}
 
-const UPSERT_TRACES: &str = "
+/// `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join clause.
+const INSERT_SPANS: &str = concat!(
+    insert_spans!(),
+    "
+ON CONFLICT (trace_id, span_id) DO NOTHING
+RETURNING trace_id, span_id"
+);
+
+const COPY_SPANS: &str = insert_spans!();
+
+macro_rules! insert_traces {
+    () => {
+        "
 INSERT INTO workflow_traces (trace_id, call_id, workflow_name, start_time, end_time, status,
                              total_cost, root_span_id, service_name, span_count, error_count,
                              input_tokens, output_tokens)
 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 / 1e10,
        value->>7, value->>8, value->>9, value->>10, value->>11, value->>12
 FROM json_each(?1) WHERE true
+ORDER BY value->>0"
+    };
+}
+
+const INSERT_NEW_TRACES: &str = concat!(
+    insert_traces!(),
+    "
+ON CONFLICT (trace_id) DO NOTHING
+RETURNING trace_id"
+);
+
+const MERGE_TRACES: &str = concat!(
+    insert_traces!(),
+    "
 ON CONFLICT (trace_id) DO UPDATE SET
     call_id = CASE WHEN workflow_traces.call_id = workflow_traces.trace_id
                    THEN excluded.call_id ELSE workflow_traces.call_id END,
@@ -92,7 +121,8 @@ ON CONFLICT (trace_id) DO UPDATE SET
     error_count = workflow_traces.error_count + excluded.error_count,
     input_tokens = workflow_traces.input_tokens + excluded.input_tokens,
     output_tokens = workflow_traces.output_tokens + excluded.output_tokens,
-    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+);
 
 const INSERT_AGENTS: &str = "
 INSERT INTO agent_executions (trace_id, agent_type, start_time, end_time, execution_time_ms,
@@ -139,25 +169,7 @@ impl Backend for SqliteBackend {
         tx: &mut Transaction<'static, Sqlite>,
         spans: &[&SpanRow],
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
-        let rows = spans.iter().map(|s| {
-            json!([
-                s.trace_id,
-                s.span_id,
-                s.parent_span_id,
-                s.name,
-                s.kind,
-                s.service_name,
-                time_of(s.start_ns),
-                time_of(s.end_ns),
-                s.duration_ms,
-                s.status_code,
-                s.status_message,
-                s.cost_units,
-                s.attributes,
-                s.events,
-            ])
-        });
-        let rows = array(rows);
+        let rows = span_rows(spans);
         let rows = sqlx::query(INSERT_SPANS)
             .bind(rows)
             .fetch_all(&mut **tx)
@@ -167,29 +179,32 @@ impl Backend for SqliteBackend {
             .collect()
     }
 
-    async fn upsert_traces(
+    async fn insert_new_traces(
+        tx: &mut Transaction<'static, Sqlite>,
+        traces: &[TraceRow],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let rows = trace_rows(traces);
+        let rows = sqlx::query(INSERT_NEW_TRACES)
+            .bind(rows)
+            .fetch_all(&mut **tx)
+            .await?;
+        rows.iter().map(|row| row.try_get(0)).collect()
+    }
+
+    async fn merge_traces(
         tx: &mut Transaction<'static, Sqlite>,
         traces: &[TraceRow],
     ) -> Result<(), sqlx::Error> {
-        let rows = traces.iter().map(|t| {
-            json!([
-                t.trace_id,
-                t.call_id,
-                t.workflow_name,
-                time_of(t.start_ns),
-                time_of(t.end_ns),
-                t.status,
-                t.cost_units,
-                t.root_span_id,
-                t.service_name,
-                t.span_count,
-                t.error_count,
-                t.input_tokens,
-                t.output_tokens,
-            ])
-        });
-        let rows = array(rows);
-        execute(tx, UPSERT_TRACES, rows).await
+        let rows = trace_rows(traces);
+        execute(tx, MERGE_TRACES, rows).await
+    }
+
+    async fn copy_spans(
+        tx: &mut Transaction<'static, Sqlite>,
+        spans: &[&SpanRow],
+    ) -> Result<(), sqlx::Error> {
+        let rows = span_rows(spans);
+        execute(tx, COPY_SPANS, rows).await
     }
 
     async fn insert_details(
@@ -255,28 +270,85 @@ impl Backend for SqliteBackend {
 
     async fn delete_expired(
         &self,
-        table: Expiring,
+        what: Expiring,
         cutoff: OffsetDateTime,
         limit: i64,
-    ) -> Result<u64, sqlx::Error> {
-        // `spans` has no rowid: its key is the primary key.
-        let (key, columns) = match table {
-            Expiring::Spans => ("(trace_id, span_id)", "trace_id, span_id"),
-            _ => ("rowid", "rowid"),
-        };
+    ) -> Result<Deleted, sqlx::Error> {
+        let cutoff = sqlite_time(cutoff);
+        if what == Expiring::Traces {
+            // One write transaction: the same ordered subquery picks the
+            // same traces for each of the three deletes.
+            let expired = "SELECT trace_id FROM workflow_traces WHERE start_time < ?1 \
+                           ORDER BY start_time, trace_id LIMIT ?2";
+            let mut tx = self.begin_write().await?;
+            let mut deleted = Vec::new();
+            for table in [TRACE_TABLES[0], TRACE_TABLES[1], what.table()] {
+                let sql = format!("DELETE FROM {table} WHERE trace_id IN ({expired})");
+                let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&cutoff)
+                    .bind(limit)
+                    .execute(&mut *tx)
+                    .await?;
+                deleted.push((table, done.rows_affected()));
+            }
+            tx.commit().await?;
+            deleted.rotate_right(1);
+            return Ok(deleted);
+        }
         let sql = format!(
-            "DELETE FROM {table} WHERE {key} IN \
-             (SELECT {columns} FROM {table} WHERE {column} < ?1 LIMIT ?2)",
-            table = table.table(),
-            column = table.time_column(),
+            "DELETE FROM {table} WHERE rowid IN \
+             (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT ?2)",
+            table = what.table(),
+            column = what.time_column(),
         );
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(sqlite_time(cutoff))
+            .bind(cutoff)
             .bind(limit)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected())
+        Ok(vec![(what.table(), done.rows_affected())])
     }
+}
+
+fn span_rows(spans: &[&SpanRow]) -> String {
+    array(spans.iter().map(|s| {
+        json!([
+            s.trace_id,
+            s.span_id,
+            s.parent_span_id,
+            s.name,
+            s.kind,
+            s.service_name,
+            time_of(s.start_ns),
+            time_of(s.end_ns),
+            s.duration_ms,
+            s.status_code,
+            s.status_message,
+            s.cost_units,
+            s.attributes,
+            s.events,
+        ])
+    }))
+}
+
+fn trace_rows(traces: &[TraceRow]) -> String {
+    array(traces.iter().map(|t| {
+        json!([
+            t.trace_id,
+            t.call_id,
+            t.workflow_name,
+            time_of(t.start_ns),
+            time_of(t.end_ns),
+            t.status,
+            t.cost_units,
+            t.root_span_id,
+            t.service_name,
+            t.span_count,
+            t.error_count,
+            t.input_tokens,
+            t.output_tokens,
+        ])
+    }))
 }
 
 fn array(rows: impl Iterator<Item = Value>) -> String {

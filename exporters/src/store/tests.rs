@@ -250,3 +250,18 @@ async fn cost_totals_group_by_model_and_bucket() {
     assert!((totals[0].cost - 0.007).abs() < 1e-12);
     assert_eq!(totals[0].bucket_start.unix_timestamp() % 3600, 0);
 }
+
+#[tokio::test]
+async fn spans_stored_without_their_trace_row_fall_back_to_the_checked_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _) = open(&dir).await;
+    let batch = mapping().batch(&resources(trace(1, "call-1", NOW_NS)));
+    write(&backend, &batch).await.unwrap();
+    sqlx::query("DELETE FROM workflow_traces")
+        .execute(backend.pool())
+        .await
+        .unwrap();
+    let again = write(&backend, &batch).await.unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 3));
+    assert_eq!(count(&backend, "agent_executions").await, 2);
+}

@@ -7,7 +7,8 @@
 --   * no REFERENCES workflow_traces(trace_id): the exporter writes a
 --     trace's row in the same transaction as its details, and the
 --     per-row foreign-key checks cost about a quarter of the write
---     throughput. Retention sweeps each table by its own time column;
+--     throughput. Retention deletes a trace's spans and agent executions
+--     by trace id, which their primary key and index lead with;
 --   * ids are compared byte-wise (COLLATE "C"): they are hex, and the
 --     database's locale would only make every index comparison slower.
 
@@ -119,7 +120,3 @@ CREATE INDEX idx_agent_executions_agent_type ON agent_executions(agent_type);
 CREATE INDEX idx_performance_metrics_timestamp ON performance_metrics(timestamp);
 CREATE INDEX idx_cost_details_timestamp ON cost_details(timestamp);
 CREATE INDEX idx_alert_history_triggered_at ON alert_history(triggered_at);
-
--- Added: retention deletes every table by its own time column.
-CREATE INDEX idx_agent_executions_start_time ON agent_executions(start_time);
-CREATE INDEX idx_spans_start_time ON spans(start_time);

@@ -111,7 +111,3 @@ CREATE INDEX idx_agent_executions_agent_type ON agent_executions(agent_type);
 CREATE INDEX idx_performance_metrics_timestamp ON performance_metrics(timestamp);
 CREATE INDEX idx_cost_details_timestamp ON cost_details(timestamp);
 CREATE INDEX idx_alert_history_triggered_at ON alert_history(triggered_at);
-
--- Added: retention deletes every table by its own time column.
-CREATE INDEX idx_agent_executions_start_time ON agent_executions(start_time);
-CREATE INDEX idx_spans_start_time ON spans(start_time);
