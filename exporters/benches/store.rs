@@ -30,7 +30,11 @@ const WRITERS: usize = 4;
 /// One batch as the batch processor hands it on: 8,000 spans, already
 /// through `genai` and `cost`.
 fn payload() -> Vec<ResourceSpans> {
-    let mut generator = Generator::new(WorkloadConfig::default());
+    let mut config = WorkloadConfig::default();
+    if let Some(bytes) = std::env::var("LOOKOUT_BENCH_PROMPT_BYTES").ok().and_then(|b| b.parse().ok()) {
+        config.prompt_bytes = bytes;
+    }
+    let mut generator = Generator::new(config);
     let mut resources: Vec<ResourceSpans> = (0..REQUESTS_PER_PAYLOAD)
         .flat_map(|_| generator.request())
         .collect();
