@@ -192,7 +192,7 @@ def write_path(args):
     postgres = Postgres(workdir, args.pg_settings)
     try:
         env = dict(os.environ, LOOKOUT_BENCH_POSTGRES_URL=postgres.url)
-        command = ["cargo", "bench", "--locked", "-p", "lookout-exporters", "--bench", "store"]
+        command = ["cargo", "bench", "--locked", "-p", "lookout-exporters", "--bench", "store", "--", *args.filter]
         subprocess.run(command, env=env, check=True)
     finally:
         postgres.stop()
@@ -209,6 +209,7 @@ def main():
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--pg-settings", choices=["default", "tuned"], default="default")
     parser.add_argument("--write-path", action="store_true")
+    parser.add_argument("filter", nargs="*", help="criterion filter for --write-path: postgres or sqlite")
     args = parser.parse_args()
     if args.write_path:
         write_path(args)

@@ -16,7 +16,6 @@ use super::backend::{
     Backend, Deleted, Dialect, Expiring, StoreError, TRACE_TABLES, migrate, timestamp,
 };
 use super::rows::{SpanRow, TraceRow};
-use super::sqlite::sqlite_time;
 
 pub struct PostgresBackend {
     pool: PgPool,
@@ -279,7 +278,8 @@ fn bind_traces(query: PgQuery, traces: &[TraceRow]) -> PgQuery {
 }
 
 fn span_rows(spans: &[&SpanRow]) -> CopyRows {
-    let mut rows = CopyRows::default();
+    let bytes: usize = spans.iter().map(|s| 256 + s.attributes.len()).sum();
+    let mut rows = CopyRows::with_capacity(bytes);
     for span in spans {
         rows.text(&span.trace_id);
         rows.text(&span.span_id);
@@ -305,7 +305,12 @@ fn times(spans: &[&SpanRow], f: fn(&SpanRow) -> i64) -> Vec<OffsetDateTime> {
 }
 
 fn agent_rows(spans: &[&SpanRow]) -> CopyRows {
-    let mut rows = CopyRows::default();
+    let bytes: usize = spans
+        .iter()
+        .filter_map(|s| s.agent.as_ref())
+        .map(|a| 384 + a.input_data.as_ref().map_or(0, String::len) + a.output_data.as_ref().map_or(0, String::len))
+        .sum();
+    let mut rows = CopyRows::with_capacity(bytes);
     for (span, agent) in spans.iter().filter_map(|s| Some((*s, s.agent.as_ref()?))) {
         rows.id();
         rows.text(&span.trace_id);
@@ -332,7 +337,7 @@ fn agent_rows(spans: &[&SpanRow]) -> CopyRows {
 }
 
 fn cost_rows(spans: &[&SpanRow]) -> CopyRows {
-    let mut rows = CopyRows::default();
+    let mut rows = CopyRows::with_capacity(spans.len() * 192);
     for span in spans {
         let (Some(cost), Some(units)) = (&span.cost, span.cost_units) else {
             continue;
@@ -354,7 +359,7 @@ fn cost_rows(spans: &[&SpanRow]) -> CopyRows {
 }
 
 fn metric_rows(spans: &[&SpanRow]) -> CopyRows {
-    let mut rows = CopyRows::default();
+    let mut rows = CopyRows::with_capacity(spans.len() * 320);
     for span in spans {
         for metric in &span.metrics {
             rows.id();
@@ -408,6 +413,13 @@ struct CopyRows {
 }
 
 impl CopyRows {
+    fn with_capacity(bytes: usize) -> CopyRows {
+        CopyRows {
+            text: Vec::with_capacity(bytes),
+            ..CopyRows::default()
+        }
+    }
+
     fn separator(&mut self) {
         if self.in_row {
             self.text.push(b'\t');
@@ -440,18 +452,30 @@ impl CopyRows {
     fn text(&mut self, value: &str) {
         self.separator();
         let mut rest = value.as_bytes();
+        if memchr::memchr(b'\r', rest).is_some() {
+            // Rare enough for the byte-by-byte path.
+            for byte in rest {
+                self.escaped(*byte);
+            }
+            return;
+        }
         // Copied in runs between the few bytes that need an escape.
-        while let Some(at) = rest.iter().position(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) {
+        while let Some(at) = memchr::memchr3(b'\\', b'\t', b'\n', rest) {
             self.text.extend_from_slice(&rest[..at]);
-            self.text.extend_from_slice(match rest[at] {
-                b'\\' => b"\\\\",
-                b'\t' => b"\\t",
-                b'\n' => b"\\n",
-                _ => b"\\r",
-            });
+            self.escaped(rest[at]);
             rest = &rest[at + 1..];
         }
         self.text.extend_from_slice(rest);
+    }
+
+    fn escaped(&mut self, byte: u8) {
+        match byte {
+            b'\\' => self.text.extend_from_slice(b"\\\\"),
+            b'\t' => self.text.extend_from_slice(b"\\t"),
+            b'\n' => self.text.extend_from_slice(b"\\n"),
+            b'\r' => self.text.extend_from_slice(b"\\r"),
+            other => self.text.push(other),
+        }
     }
 
     fn null(&mut self) {
@@ -489,7 +513,17 @@ impl CopyRows {
 
     /// ISO 8601 in UTC, which timestamptz reads.
     fn time(&mut self, unix_ns: i64) {
-        self.raw(&sqlite_time(timestamp(unix_ns)));
+        let t = timestamp(unix_ns);
+        self.display(format_args!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        ));
     }
 
     /// Whole 1e-10 USD units as an exact decimal.
