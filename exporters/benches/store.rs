@@ -34,7 +34,10 @@ const PAYLOADS_PER_WRITER: usize = 3;
 /// through `genai` and `cost`.
 fn payload() -> Vec<ResourceSpans> {
     let mut config = WorkloadConfig::default();
-    if let Some(bytes) = std::env::var("LOOKOUT_BENCH_PROMPT_BYTES").ok().and_then(|b| b.parse().ok()) {
+    if let Some(bytes) = std::env::var("LOOKOUT_BENCH_PROMPT_BYTES")
+        .ok()
+        .and_then(|b| b.parse().ok())
+    {
         config.prompt_bytes = bytes;
     }
     let mut generator = Generator::new(config);
@@ -81,7 +84,11 @@ fn fresh(template: &[ResourceSpans], round: u64) -> Payload {
     Payload::Traces(resources)
 }
 
-fn exporter(factory: ExporterFactory, config: &str, runtime: &tokio::runtime::Runtime) -> Arc<dyn Exporter> {
+fn exporter(
+    factory: ExporterFactory,
+    config: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> Arc<dyn Exporter> {
     let id = ComponentId::parse(factory.kind).expect("id");
     let raw = serde_yaml::from_str(config).expect("yaml");
     let exporter: Arc<dyn Exporter> =
@@ -90,7 +97,12 @@ fn exporter(factory: ExporterFactory, config: &str, runtime: &tokio::runtime::Ru
     exporter
 }
 
-fn bench_backend(c: &mut Criterion, name: &str, exporter: Arc<dyn Exporter>, runtime: &tokio::runtime::Runtime) {
+fn bench_backend(
+    c: &mut Criterion,
+    name: &str,
+    exporter: Arc<dyn Exporter>,
+    runtime: &tokio::runtime::Runtime,
+) {
     let template = payload();
     let spans = Payload::Traces(template.clone()).item_count();
     let mut round = 1u64;
@@ -147,10 +159,15 @@ fn store(c: &mut Criterion) {
         let postgres = exporter(postgres_factory(), &config, &runtime);
         bench_backend(c, "postgres", postgres, &runtime);
     } else {
-        eprintln!("LOOKOUT_BENCH_POSTGRES_URL is not set: PostgreSQL not measured (scripts/bench-store --write-path sets it)");
+        eprintln!(
+            "LOOKOUT_BENCH_POSTGRES_URL is not set: PostgreSQL not measured (scripts/bench-store --write-path sets it)"
+        );
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = format!("path: {}\nretention_days: 0\n", dir.path().join("bench.db").display());
+    let config = format!(
+        "path: {}\nretention_days: 0\n",
+        dir.path().join("bench.db").display()
+    );
     let sqlite = exporter(sqlite_factory(), &config, &runtime);
     bench_backend(c, "sqlite", sqlite, &runtime);
 }

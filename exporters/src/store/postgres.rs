@@ -259,7 +259,8 @@ type PgQuery = sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments
 
 fn bind_traces(query: PgQuery, traces: &[TraceRow]) -> PgQuery {
     let text = |f: fn(&TraceRow) -> &str| traces.iter().map(f).collect::<Vec<_>>();
-    let times = |f: fn(&TraceRow) -> i64| traces.iter().map(|t| timestamp(f(t))).collect::<Vec<_>>();
+    let times =
+        |f: fn(&TraceRow) -> i64| traces.iter().map(|t| timestamp(f(t))).collect::<Vec<_>>();
     query
         .bind(text(|t| &t.trace_id))
         .bind(text(|t| &t.call_id))
@@ -268,8 +269,18 @@ fn bind_traces(query: PgQuery, traces: &[TraceRow]) -> PgQuery {
         .bind(times(|t| t.end_ns))
         .bind(text(|t| t.status))
         .bind(traces.iter().map(|t| t.cost_units).collect::<Vec<_>>())
-        .bind(traces.iter().map(|t| t.root_span_id.as_deref()).collect::<Vec<_>>())
-        .bind(traces.iter().map(|t| t.service_name.as_deref()).collect::<Vec<_>>())
+        .bind(
+            traces
+                .iter()
+                .map(|t| t.root_span_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            traces
+                .iter()
+                .map(|t| t.service_name.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(traces.iter().map(|t| t.span_count).collect::<Vec<_>>())
         .bind(traces.iter().map(|t| t.error_count).collect::<Vec<_>>())
         .bind(traces.iter().map(|t| t.input_tokens).collect::<Vec<_>>())
@@ -308,7 +319,10 @@ fn agent_rows(spans: &[&SpanRow]) -> CopyRows {
     let bytes: usize = spans
         .iter()
         .filter_map(|s| s.agent.as_ref())
-        .map(|a| 384 + a.input_data.as_ref().map_or(0, String::len) + a.output_data.as_ref().map_or(0, String::len))
+        .map(|a| {
+            384 + a.input_data.as_ref().map_or(0, String::len)
+                + a.output_data.as_ref().map_or(0, String::len)
+        })
         .sum();
     let mut rows = CopyRows::with_capacity(bytes);
     for (span, agent) in spans.iter().filter_map(|s| Some((*s, s.agent.as_ref()?))) {

@@ -653,7 +653,13 @@ mod tests {
         let metrics: Vec<_> = row.metrics.iter().map(|m| m.metric_type).collect();
         assert_eq!(metrics, ["latency_ms"]);
         let metadata: serde_json::Value = serde_json::from_str(&row.metrics[0].metadata).unwrap();
-        assert_eq!((metadata["input_tokens"].as_i64(), metadata["output_tokens"].as_i64()), (Some(100), Some(50)));
+        assert_eq!(
+            (
+                metadata["input_tokens"].as_i64(),
+                metadata["output_tokens"].as_i64()
+            ),
+            (Some(100), Some(50))
+        );
     }
 
     #[test]
