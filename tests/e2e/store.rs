@@ -408,14 +408,12 @@ async fn migrations_reapply_as_a_no_op_and_retention_deletes_only_expired_rows()
     assert!(daemon.terminate().await.success(), "{}", daemon.log());
 }
 
-#[tokio::test]
-async fn a_wrong_password_fails_the_start_with_a_clear_error_that_hides_it() {
-    let postgres = Postgres::start();
-    let wrong = "not-the-password-42";
-    let url = postgres.url().replace(PASSWORD, wrong);
+/// Runs the daemon with a postgres exporter on `url`, expects it to fail
+/// to start, and returns its log.
+fn failed_start(url: &str) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let config_path = dir.path().join("config.yaml");
-    let config = config(Some(&url), false, "")
+    let config = config(Some(url), false, "")
         .replace("{http}", "127.0.0.1:0")
         .replace("{telemetry}", "127.0.0.1:0");
     std::fs::write(&config_path, config).expect("write config");
@@ -425,9 +423,36 @@ async fn a_wrong_password_fails_the_start_with_a_clear_error_that_hides_it() {
         .stdin(Stdio::null())
         .output()
         .expect("run lookout");
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{log}");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "lookout started:\n{log}");
+    log
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_the_start_with_a_clear_error_that_hides_it() {
+    let postgres = Postgres::start();
+    let wrong = "not-the-password-42";
+    let url = postgres.url().replace(PASSWORD, wrong);
+    let log = failed_start(&url);
     assert!(log.contains("password authentication failed"), "{log}");
     assert!(log.contains("exporter postgres"), "{log}");
     assert!(!log.contains(wrong), "the password leaked:\n{log}");
+}
+
+#[tokio::test]
+async fn a_table_lookout_did_not_create_fails_the_start_with_a_clear_error() {
+    let postgres = Postgres::start();
+    let Store::Postgres(pool) = Store::postgres(&postgres.url()).await.expect("connect") else {
+        unreachable!("a PostgreSQL store");
+    };
+    // The design documents' own table, created by the application before.
+    sqlx::query("CREATE TABLE workflow_traces (id UUID PRIMARY KEY, trace_id VARCHAR(255))")
+        .execute(&pool)
+        .await
+        .expect("create");
+    let log = failed_start(&postgres.url());
+    assert!(
+        log.contains("already exists but was not created by lookout"),
+        "{log}"
+    );
 }
