@@ -26,32 +26,17 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 
+from bench import free_port, wait_for_port
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # A quarter of this machine's 24 GiB for shared buffers, and checkpoints
 # spaced as for a write-heavy database; durability settings untouched.
 TUNED = "-c shared_buffers=6GB -c max_wal_size=8GB -c checkpoint_timeout=15min"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
 
 
 def cpu_seconds(pids):

@@ -45,6 +45,22 @@ pub fn python_script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Runs `tests/python/<script>` with `args` in the test venv; fails the
+/// test with the script's output if it fails.
+pub fn run_python(script: &str, args: &[&str]) {
+    let output = Command::new(python())
+        .arg(python_script(script))
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "the Python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 pub struct Daemon {
     child: Option<Child>,
     pub dir: TempDir,
@@ -277,11 +293,13 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
 }
 
 pub fn string_attribute(key: &str, value: impl Into<String>) -> KeyValue {
+    attribute(key, any_value::Value::StringValue(value.into()))
+}
+
+pub fn attribute(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
+        value: Some(AnyValue { value: Some(value) }),
         ..Default::default()
     }
 }
@@ -310,9 +328,14 @@ pub fn spans(batch: u64, count: u64, prompt_bytes: usize) -> Vec<ResourceSpans> 
             }
         })
         .collect();
+    resource_spans("e2e", spans)
+}
+
+/// `spans` under one resource of service `service`.
+pub fn resource_spans(service: &str, spans: Vec<Span>) -> Vec<ResourceSpans> {
     vec![ResourceSpans {
         resource: Some(Resource {
-            attributes: vec![string_attribute("service.name", "e2e")],
+            attributes: vec![string_attribute("service.name", service)],
             ..Default::default()
         }),
         scope_spans: vec![ScopeSpans {

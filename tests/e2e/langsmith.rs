@@ -7,12 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Daemon, eventually, metric_value, python, python_script, string_attribute, traces_body,
+    Daemon, eventually, metric_value, python, python_script, resource_spans, string_attribute,
+    traces_body,
 };
 use crate::langsmith_server::{FakeLangSmith, default_info};
 
@@ -109,17 +109,7 @@ fn trees(first: u64, traces: u64) -> Vec<ResourceSpans> {
             vec![string_attribute("gen_ai.operation.name", "invoke_agent")],
         ));
     }
-    vec![ResourceSpans {
-        resource: Some(Resource {
-            attributes: vec![string_attribute("service.name", "e2e")],
-            ..Default::default()
-        }),
-        scope_spans: vec![ScopeSpans {
-            spans,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }]
+    resource_spans("e2e", spans)
 }
 
 async fn send_trees(daemon: &Daemon, first: u64, traces: u64) {

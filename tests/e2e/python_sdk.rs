@@ -3,7 +3,6 @@
 //! exactly once, every field equal to what the SDK sent.
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use lookout_pipelines::Payload;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -12,7 +11,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 
-use crate::harness::{Daemon, FILE_PIPELINE, python, python_script, read_file_output};
+use crate::harness::{Daemon, FILE_PIPELINE, python_script, read_file_output, run_python};
 
 /// A span with the resource and scope it was sent under.
 #[derive(Debug, PartialEq)]
@@ -52,17 +51,17 @@ async fn round_trip(protocol: &str) {
         _ => format!("http://{}", daemon.grpc),
     };
     let sent_path = daemon.path("sent.pb");
-    let output = Command::new(python())
-        .arg(python_script("send_trace_tree.py"))
-        .args(["--protocol", protocol, "--endpoint", &endpoint, "--sent"])
-        .arg(&sent_path)
-        .output()
-        .expect("run python");
-    assert!(
-        output.status.success(),
-        "the Python client failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let sent = sent_path.display().to_string();
+    run_python(
+        "send_trace_tree.py",
+        &[
+            "--protocol",
+            protocol,
+            "--endpoint",
+            &endpoint,
+            "--sent",
+            &sent,
+        ],
     );
     assert!(daemon.terminate().await.success(), "{}", daemon.log());
 

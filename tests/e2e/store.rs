@@ -7,12 +7,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lookout_exporters::store::query::Store;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::time::Instant;
 
-use crate::harness::{Daemon, metric_value, python, python_script, string_attribute, traces_body};
+use crate::harness::{
+    Daemon, attribute, metric_value, resource_spans, run_python, string_attribute, traces_body,
+};
 use crate::postgres_server::{PASSWORD, Postgres};
 
 const TABLES: [&str; 5] = [
@@ -105,19 +106,23 @@ async fn wait_for_rows(store: &Store, table: &str, rows: f64, timeout: Duration,
 }
 
 fn send_with_python(daemon: &Daemon, traces: u32, spans_per_trace: u32, base_ns: u64) {
-    let output = Command::new(python())
-        .arg(python_script("store_load.py"))
-        .args(["--endpoint", &daemon.http_url("")])
-        .args(["--traces", &traces.to_string()])
-        .args(["--spans-per-trace", &spans_per_trace.to_string()])
-        .args(["--seed", "7", "--base-ns", &base_ns.to_string()])
-        .output()
-        .expect("run python");
-    assert!(
-        output.status.success(),
-        "the Python client failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let (traces, spans_per_trace) = (traces.to_string(), spans_per_trace.to_string());
+    let endpoint = daemon.http_url("");
+    let base_ns = base_ns.to_string();
+    run_python(
+        "store_load.py",
+        &[
+            "--endpoint",
+            &endpoint,
+            "--traces",
+            &traces,
+            "--spans-per-trace",
+            &spans_per_trace,
+            "--seed",
+            "7",
+            "--base-ns",
+            &base_ns,
+        ],
     );
 }
 
@@ -208,30 +213,14 @@ async fn ten_thousand_sdk_spans_become_exact_rows_on_both_backends_and_a_replay_
 
     // The same spans again: same ids, same times.
     send_with_python(&daemon, 1_000, 10, base_ns);
-    let deadline = Instant::now() + Duration::from_secs(60);
     for exporter in ["postgres", "sqlite"] {
         let series =
             format!("lookout_store_spans_total{{exporter=\"{exporter}\",result=\"duplicate\"}}");
-        while metric_value(&daemon.metrics().await, &series) != Some(10_000.0) {
-            assert!(
-                Instant::now() < deadline,
-                "{exporter}: the replay was not seen\n{}",
-                daemon.metrics().await
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_for_metric(&daemon, &series, 10_000.0, Duration::from_secs(60)).await;
     }
     assert_exact_rows(&pg, true).await;
     assert_exact_rows(&sqlite, false).await;
     assert!(daemon.terminate().await.success(), "{}", daemon.log());
-}
-
-fn attribute(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
 }
 
 /// Trace `t` of `spans` chat spans, its root carrying `call-{t}`; ids
@@ -271,17 +260,21 @@ fn llm_trace(t: u64, spans: u64, start_ns: u64) -> Vec<Span> {
 
 fn body(traces: std::ops::Range<u64>, start_ns: u64) -> Vec<u8> {
     let spans = traces.flat_map(|t| llm_trace(t, 10, start_ns)).collect();
-    traces_body(vec![ResourceSpans {
-        resource: Some(Resource {
-            attributes: vec![string_attribute("service.name", "outage")],
-            ..Default::default()
-        }),
-        scope_spans: vec![ScopeSpans {
-            spans,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }])
+    traces_body(resource_spans("outage", spans))
+}
+
+/// Polls the daemon's `/metrics` until `series` reads `value`.
+async fn wait_for_metric(daemon: &Daemon, series: &str, value: f64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while metric_value(&daemon.metrics().await, series) != Some(value) {
+        assert!(
+            Instant::now() < deadline,
+            "{series} is not {value} after {timeout:?}:\n{}\n{}",
+            daemon.metrics().await,
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Posts until the daemon accepts, as an OTLP client retries a 503.
@@ -382,11 +375,7 @@ async fn migrations_reapply_as_a_no_op_and_retention_deletes_only_expired_rows()
     post_until_accepted(&daemon, body(0..4, now - 40 * day_ns)).await;
     post_until_accepted(&daemon, body(4..7, now - day_ns)).await;
     let series = "lookout_store_spans_total{exporter=\"postgres\",result=\"stored\"}";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric_value(&daemon.metrics().await, series) != Some(70.0) {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_metric(&daemon, series, 70.0, Duration::from_secs(30)).await;
     // Retention sweeps in batches of 3 rows: wait for it to finish.
     for (table, rows) in TABLES.iter().zip([3.0, 30.0, 30.0, 33.0, 30.0]) {
         wait_for_rows(&pg, table, rows, Duration::from_secs(30), &daemon).await;
