@@ -22,9 +22,12 @@
 //! arrive: the root span names it and gives its status (`running` until
 //! then, `completed` or `error`), and `total_cost` is the sum of its spans'
 //! costs. One `agent_executions` row per agent or model-call span, one
-//! `cost_details` row per priced span (`llm`, `tts` or `api`), and
-//! `performance_metrics` rows for latencies and token counts. `spans` keeps
-//! every span with its attributes. `alert_history` is written by alerting.
+//! `cost_details` row per priced span (`llm`, `tts` or `api`), and one
+//! `performance_metrics` row per agent execution (`latency_ms`, its token
+//! figures in `metadata`) and per root span (`workflow_latency_ms`). `spans`
+//! keeps every span with its attributes (prompts and completions that became
+//! an agent execution's input and output are not stored twice).
+//! `alert_history` is written by alerting, through `query::Store`.
 //!
 //! **Idempotent.** Trace id + span id key every span: a span stored
 //! before adds nothing to any table, so retries and replays are harmless.

@@ -304,8 +304,8 @@ fn span_rows(spans: &[&SpanRow]) -> CopyRows {
         rows.text(span.status_code);
         rows.optional_text(span.status_message.as_deref());
         rows.optional_cost(span.cost_units);
-        rows.text(&span.attributes);
-        rows.optional_text(span.events.as_deref());
+        rows.json(&span.attributes);
+        rows.optional_json(span.events.as_deref());
         rows.end_row();
     }
     rows
@@ -333,8 +333,8 @@ fn agent_rows(spans: &[&SpanRow]) -> CopyRows {
         rows.time(span.end_ns);
         rows.int(agent.execution_time_ms);
         rows.bool(agent.success);
-        rows.optional_text(agent.input_data.as_deref());
-        rows.optional_text(agent.output_data.as_deref());
+        rows.optional_json(agent.input_data.as_deref());
+        rows.optional_json(agent.output_data.as_deref());
         rows.optional_cost(span.cost_units);
         rows.text(&span.span_id);
         rows.optional_text(span.parent_span_id.as_deref());
@@ -381,7 +381,7 @@ fn metric_rows(spans: &[&SpanRow]) -> CopyRows {
             rows.text(metric.metric_type);
             rows.optional_float(Some(metric.value));
             rows.time(span.end_ns);
-            rows.text(&metric.metadata);
+            rows.json(&metric.metadata);
             rows.text(&span.span_id);
             rows.end_row();
         }
@@ -482,6 +482,26 @@ impl CopyRows {
         self.text.extend_from_slice(rest);
     }
 
+    /// JSON text from serde_json, which escapes every control character:
+    /// only its backslashes need COPY's escape, in one pass.
+    fn json(&mut self, value: &str) {
+        self.separator();
+        let mut rest = value.as_bytes();
+        while let Some(at) = memchr::memchr(b'\\', rest) {
+            self.text.extend_from_slice(&rest[..=at]);
+            self.text.push(b'\\');
+            rest = &rest[at + 1..];
+        }
+        self.text.extend_from_slice(rest);
+    }
+
+    fn optional_json(&mut self, value: Option<&str>) {
+        match value {
+            Some(value) => self.json(value),
+            None => self.null(),
+        }
+    }
+
     fn escaped(&mut self, byte: u8) {
         match byte {
             b'\\' => self.text.extend_from_slice(b"\\\\"),
@@ -550,5 +570,25 @@ impl CopyRows {
             )),
             None => self.null(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_would_end_a_field_or_a_row() {
+        let mut rows = CopyRows::default();
+        rows.text("a\tb\nc\\d\re");
+        rows.json(r#"{"prompt":"line\nnext \"quoted\""}"#);
+        rows.optional_text(None);
+        rows.optional_cost(Some(12_300_000));
+        rows.end_row();
+        let text = String::from_utf8(rows.text).unwrap();
+        assert_eq!(
+            text,
+            "a\\tb\\nc\\\\d\\re\t{\"prompt\":\"line\\\\nnext \\\\\"quoted\\\\\"\"}\t\\N\t0.0012300000\n"
+        );
     }
 }
