@@ -176,6 +176,42 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Deleted, sqlx::Error>;
 }
 
+/// How a batch's view of a trace merges into its stored row, the same in
+/// both dialects but for the names of the two-argument minimum and maximum
+/// and of the clock: totals grow by the batch's new spans only; the root
+/// span, whenever it comes, decides the name and status; a real call id
+/// replaces the trace id standing in for it.
+macro_rules! merge_traces_clause {
+    (least: $least:literal, greatest: $greatest:literal, now: $now:literal) => {
+        concat!(
+            "
+ON CONFLICT (trace_id) DO UPDATE SET
+    call_id = CASE WHEN workflow_traces.call_id = workflow_traces.trace_id
+                   THEN EXCLUDED.call_id ELSE workflow_traces.call_id END,
+    workflow_name = CASE WHEN EXCLUDED.root_span_id IS NOT NULL
+                         THEN EXCLUDED.workflow_name ELSE workflow_traces.workflow_name END,
+    status = CASE WHEN EXCLUDED.root_span_id IS NOT NULL
+                  THEN EXCLUDED.status ELSE workflow_traces.status END,
+    root_span_id = COALESCE(EXCLUDED.root_span_id, workflow_traces.root_span_id),
+    start_time = ",
+            $least,
+            "(workflow_traces.start_time, EXCLUDED.start_time),
+    end_time = ",
+            $greatest,
+            "(workflow_traces.end_time, EXCLUDED.end_time),
+    total_cost = COALESCE(workflow_traces.total_cost, 0) + EXCLUDED.total_cost,
+    service_name = COALESCE(workflow_traces.service_name, EXCLUDED.service_name),
+    span_count = workflow_traces.span_count + EXCLUDED.span_count,
+    error_count = workflow_traces.error_count + EXCLUDED.error_count,
+    input_tokens = workflow_traces.input_tokens + EXCLUDED.input_tokens,
+    output_tokens = workflow_traces.output_tokens + EXCLUDED.output_tokens,
+    updated_at = ",
+            $now
+        )
+    };
+}
+pub(super) use merge_traces_clause;
+
 /// What one write did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
@@ -278,6 +314,28 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 pub fn timestamp(unix_ns: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ns))
         .unwrap_or_else(|_| OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT))
+}
+
+/// A time as fixed-width ISO 8601 UTC text with microseconds
+/// ("2026-11-21T18:00:00.123456Z"): what SQLite stores, where comparing
+/// text must compare times, and what PostgreSQL's COPY reads.
+pub struct UtcText(pub OffsetDateTime);
+
+impl std::fmt::Display for UtcText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        )
+    }
 }
 
 /// Why the store could not do something.

@@ -13,7 +13,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::backend::{
-    Backend, Deleted, Dialect, Expiring, StoreError, TRACE_TABLES, migrate, timestamp,
+    Backend, Deleted, Dialect, Expiring, StoreError, TRACE_TABLES, UtcText, merge_traces_clause,
+    migrate, timestamp,
 };
 use super::rows::{SpanRow, TraceRow};
 
@@ -74,29 +75,10 @@ ON CONFLICT (trace_id) DO NOTHING
 RETURNING trace_id"
 );
 
-/// Totals grow by the batch's new spans only; the root span, whenever it
-/// comes, decides the name and status; a real call id replaces the trace
-/// id standing in for it.
+/// Merges late spans into known traces' rows (see `merge_traces_clause`).
 const MERGE_TRACES: &str = concat!(
     insert_traces!(),
-    "
-ON CONFLICT (trace_id) DO UPDATE SET
-    call_id = CASE WHEN workflow_traces.call_id = workflow_traces.trace_id
-                   THEN EXCLUDED.call_id ELSE workflow_traces.call_id END,
-    workflow_name = CASE WHEN EXCLUDED.root_span_id IS NOT NULL
-                         THEN EXCLUDED.workflow_name ELSE workflow_traces.workflow_name END,
-    status = CASE WHEN EXCLUDED.root_span_id IS NOT NULL
-                  THEN EXCLUDED.status ELSE workflow_traces.status END,
-    root_span_id = COALESCE(EXCLUDED.root_span_id, workflow_traces.root_span_id),
-    start_time = LEAST(workflow_traces.start_time, EXCLUDED.start_time),
-    end_time = GREATEST(workflow_traces.end_time, EXCLUDED.end_time),
-    total_cost = COALESCE(workflow_traces.total_cost, 0) + EXCLUDED.total_cost,
-    service_name = COALESCE(workflow_traces.service_name, EXCLUDED.service_name),
-    span_count = workflow_traces.span_count + EXCLUDED.span_count,
-    error_count = workflow_traces.error_count + EXCLUDED.error_count,
-    input_tokens = workflow_traces.input_tokens + EXCLUDED.input_tokens,
-    output_tokens = workflow_traces.output_tokens + EXCLUDED.output_tokens,
-    updated_at = NOW()"
+    merge_traces_clause!(least: "LEAST", greatest: "GREATEST", now: "NOW()")
 );
 
 const COPY_SPANS: &str = "COPY spans (trace_id, span_id, parent_span_id, name, kind, service_name, \
@@ -547,17 +529,7 @@ impl CopyRows {
 
     /// ISO 8601 in UTC, which timestamptz reads.
     fn time(&mut self, unix_ns: i64) {
-        let t = timestamp(unix_ns);
-        self.display(format_args!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.microsecond()
-        ));
+        self.display(UtcText(timestamp(unix_ns)));
     }
 
     /// Whole 1e-10 USD units as an exact decimal.

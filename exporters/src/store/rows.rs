@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use serde_json::json;
 
-use lookout_pipelines::genai::is_content_key;
+use lookout_pipelines::genai::{Kind, is_content_key};
 
 use crate::attributes::{find, hex, non_empty_string, object, object_of};
 use crate::messages;
@@ -202,10 +202,14 @@ impl Mapping {
             })
             .map(|id| clip(id, ID_WIDTH));
 
+        let model = model(attributes);
+        let error = (status_code == "error").then(|| status_message.clone());
         let agent = kind
             .filter(|k| is_agent_or_model_call(k))
-            .map(|k| agent_row(span, k, duration_ms, status_code == "error"));
-        let cost = cost_units.map(|units| cost_row(attributes, kind, units, agent.as_ref()));
+            .map(|k| agent_row(span, k, duration_ms, error, model.clone()));
+        let tokens = input_tokens.unwrap_or(0) + output_tokens.unwrap_or(0);
+        let cost = cost_units
+            .map(|units| cost_row(attributes, kind, units, tokens, agent.as_ref(), model));
         let metrics = agent.as_ref().map_or_else(Vec::new, |agent| {
             metric_rows(agent, duration_ms, input_tokens, output_tokens)
         });
@@ -330,7 +334,14 @@ fn is_agent_or_model_call(kind: &str) -> bool {
     matches!(kind, "agent" | "llm" | "chat" | "embeddings")
 }
 
-fn agent_row(span: &Span, kind: &str, duration_ms: f64, failed: bool) -> AgentRow {
+/// `error` is `Some` for a failed span, with its status message if any.
+fn agent_row(
+    span: &Span,
+    kind: &str,
+    duration_ms: f64,
+    error: Option<Option<String>>,
+    model: Option<String>,
+) -> AgentRow {
     let attributes = &span.attributes[..];
     let agent_type = if kind == "agent" {
         non_empty_string(attributes, "gen_ai.agent.name")
@@ -348,14 +359,14 @@ fn agent_row(span: &Span, kind: &str, duration_ms: f64, failed: bool) -> AgentRo
         agent_type: clip(agent_type, AGENT_TYPE_WIDTH),
         kind: kind.to_string(),
         execution_time_ms: duration_ms.round().min(f64::from(i32::MAX)) as i32,
-        success: !failed,
+        success: error.is_none(),
         input_data: io.inputs.as_ref().map(json_text),
         output_data: io.outputs.as_ref().map(json_text),
         provider: non_empty_string(attributes, "gen_ai.provider.name")
             .or_else(|| non_empty_string(attributes, "gen_ai.system"))
             .map(|p| clip(p, PROVIDER_WIDTH)),
-        model: model(attributes),
-        error_message: failed.then(|| status(span).1).flatten(),
+        model,
+        error_message: error.flatten(),
     }
 }
 
@@ -372,7 +383,9 @@ fn cost_row(
     attributes: &[KeyValue],
     kind: Option<&str>,
     units: i64,
+    tokens: i64,
     agent: Option<&AgentRow>,
+    model: Option<String>,
 ) -> CostRow {
     let model_call = kind.is_some_and(|k| is_agent_or_model_call(k) && k != "agent");
     let cost_type = non_empty_string(attributes, "lookout.cost.type").unwrap_or(if model_call {
@@ -381,11 +394,7 @@ fn cost_row(
         "api"
     });
     let (usage_units, usage_unit) = match cost_type {
-        "llm" => {
-            let tokens = count(attributes, "gen_ai.usage.input_tokens").unwrap_or(0)
-                + count(attributes, "gen_ai.usage.output_tokens").unwrap_or(0);
-            (Some(tokens), Some("tokens"))
-        }
+        "llm" => (Some(tokens), Some("tokens")),
         "api" => (Some(1), Some("calls")),
         _ => (None, None),
     };
@@ -399,7 +408,7 @@ fn cost_row(
         usage_unit: usage_units.and(usage_unit),
         unit_cost: usage_units.map(|n| usd / f64::from(n)),
         agent_type: agent.map(|a| a.agent_type.clone()),
-        model: model(attributes),
+        model,
     }
 }
 
@@ -427,37 +436,18 @@ fn metric_rows(
     }]
 }
 
-/// The span's kind in `lookout.genai.kind`'s vocabulary.
+/// The span's kind: the `genai` processor's `lookout.genai.kind`, else
+/// what the raw conventions say.
 fn kind(attributes: &[KeyValue]) -> Option<&'static str> {
-    const KINDS: [&str; 7] = [
-        "llm",
-        "chat",
-        "embeddings",
-        "tool",
-        "agent",
-        "chain",
-        "retriever",
-    ];
-    if let Some(kind) = non_empty_string(attributes, "lookout.genai.kind") {
-        return KINDS.iter().copied().find(|k| kind.eq_ignore_ascii_case(k));
-    }
-    let by_convention = |value: &str| match value.to_ascii_lowercase().as_str() {
-        "chat" => Some("chat"),
-        "llm" | "text_completion" | "completion" | "generate_content" => Some("llm"),
-        "embeddings" | "embedding" => Some("embeddings"),
-        "execute_tool" | "tool" => Some("tool"),
-        "invoke_agent" | "create_agent" | "agent" => Some("agent"),
-        "invoke_workflow" | "workflow" | "task" | "chain" => Some("chain"),
-        "retrieval" | "retriever" => Some("retriever"),
-        _ => None,
-    };
     [
+        "lookout.genai.kind",
         "gen_ai.operation.name",
         "openinference.span.kind",
         "traceloop.span.kind",
     ]
     .iter()
-    .find_map(|key| non_empty_string(attributes, key).and_then(by_convention))
+    .find_map(|key| non_empty_string(attributes, key).and_then(Kind::parse))
+    .map(Kind::as_str)
 }
 
 fn status(span: &Span) -> (&'static str, Option<String>) {

@@ -15,7 +15,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 
 use super::backend::{
-    Backend, Deleted, Dialect, Expiring, StoreError, TRACE_TABLES, migrate, timestamp,
+    Backend, Deleted, Dialect, Expiring, StoreError, TRACE_TABLES, UtcText, merge_traces_clause,
+    migrate, timestamp,
 };
 use super::rows::{SpanRow, TraceRow};
 
@@ -45,16 +46,7 @@ impl SqliteBackend {
 
 /// Fixed-width UTC text, so that comparing text compares times.
 pub fn sqlite_time(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    UtcText(t).to_string()
 }
 
 fn time_of(unix_ns: i64) -> String {
@@ -104,24 +96,7 @@ RETURNING trace_id"
 
 const MERGE_TRACES: &str = concat!(
     insert_traces!(),
-    "
-ON CONFLICT (trace_id) DO UPDATE SET
-    call_id = CASE WHEN workflow_traces.call_id = workflow_traces.trace_id
-                   THEN excluded.call_id ELSE workflow_traces.call_id END,
-    workflow_name = CASE WHEN excluded.root_span_id IS NOT NULL
-                         THEN excluded.workflow_name ELSE workflow_traces.workflow_name END,
-    status = CASE WHEN excluded.root_span_id IS NOT NULL
-                  THEN excluded.status ELSE workflow_traces.status END,
-    root_span_id = COALESCE(excluded.root_span_id, workflow_traces.root_span_id),
-    start_time = MIN(workflow_traces.start_time, excluded.start_time),
-    end_time = MAX(workflow_traces.end_time, excluded.end_time),
-    total_cost = COALESCE(workflow_traces.total_cost, 0) + excluded.total_cost,
-    service_name = COALESCE(workflow_traces.service_name, excluded.service_name),
-    span_count = workflow_traces.span_count + excluded.span_count,
-    error_count = workflow_traces.error_count + excluded.error_count,
-    input_tokens = workflow_traces.input_tokens + excluded.input_tokens,
-    output_tokens = workflow_traces.output_tokens + excluded.output_tokens,
-    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    merge_traces_clause!(least: "MIN", greatest: "MAX", now: "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")
 );
 
 const INSERT_AGENTS: &str = "

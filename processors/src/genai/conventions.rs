@@ -114,69 +114,8 @@ pub fn classify(key: &str) -> Option<(Field, u8)> {
     })
 }
 
-/// What a span is, in one vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Llm,
-    Chat,
-    Embeddings,
-    Tool,
-    Agent,
-    Chain,
-    Retriever,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Llm => "llm",
-            Kind::Chat => "chat",
-            Kind::Embeddings => "embeddings",
-            Kind::Tool => "tool",
-            Kind::Agent => "agent",
-            Kind::Chain => "chain",
-            Kind::Retriever => "retriever",
-        }
-    }
-
-    /// The `gen_ai.operation.name` value for this kind.
-    pub fn otel_operation(self) -> &'static str {
-        match self {
-            Kind::Llm => "text_completion",
-            Kind::Chat => "chat",
-            Kind::Embeddings => "embeddings",
-            Kind::Tool => "execute_tool",
-            Kind::Agent => "invoke_agent",
-            Kind::Chain => "invoke_workflow",
-            Kind::Retriever => "retrieval",
-        }
-    }
-
-    /// Reads an operation or span-kind value of any convention.
-    pub fn parse(value: &str) -> Option<Kind> {
-        // Most values are lower case already (every OTel value, and the
-        // kind genai writes): lower-case a copy only when needed, since
-        // this runs on every span.
-        let lowered;
-        let value = if value.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = value.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            value
-        };
-        Some(match value {
-            "chat" => Kind::Chat,
-            "llm" | "text_completion" | "completion" | "generate_content" => Kind::Llm,
-            "embeddings" | "embedding" => Kind::Embeddings,
-            "execute_tool" | "tool" => Kind::Tool,
-            "invoke_agent" | "create_agent" | "agent" => Kind::Agent,
-            "invoke_workflow" | "workflow" | "task" | "chain" | "prompt" | "parser"
-            | "guardrail" | "evaluator" => Kind::Chain,
-            "retrieval" | "retriever" | "reranker" | "rerank" => Kind::Retriever,
-            _ => return None,
-        })
-    }
-}
+/// What a span is, in one vocabulary; shared with the exporters.
+pub use lookout_pipelines::genai::Kind;
 
 #[cfg(test)]
 mod tests {
