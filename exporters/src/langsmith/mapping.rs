@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::run::{Draft, GivenIds};
 use crate::attributes::{find, hex, json_of, non_empty_string as string, object};
 use crate::messages::{self, DESCRIBING_KEYS};
-use lookout_pipelines::genai::is_content_key;
+use lookout_pipelines::genai::{Kind, is_content_key};
 
 /// Why a span cannot become a run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -103,14 +103,14 @@ fn run_type(attributes: &[KeyValue]) -> &'static str {
     {
         return run_type;
     }
-    let by_kind = |kind: &str| match kind.to_ascii_lowercase().as_str() {
-        "llm" | "chat" | "text_completion" | "generate_content" | "completion" => Some("llm"),
-        "embedding" | "embeddings" => Some("embedding"),
-        "tool" | "execute_tool" => Some("tool"),
-        "retriever" | "retrieval" | "reranker" => Some("retriever"),
-        "agent" | "chain" | "workflow" | "task" | "invoke_agent" | "create_agent"
-        | "invoke_workflow" => Some("chain"),
-        _ => None,
+    let by_kind = |kind: &str| {
+        Some(match Kind::parse(kind)? {
+            Kind::Llm | Kind::Chat => "llm",
+            Kind::Embeddings => "embedding",
+            Kind::Tool => "tool",
+            Kind::Retriever => "retriever",
+            Kind::Agent | Kind::Chain => "chain",
+        })
     };
     [
         "lookout.genai.kind",
