@@ -83,6 +83,7 @@ fn components() -> Components {
         receivers: lookout_receivers::factories(),
         processors: lookout_processors::factories(),
         exporters: lookout_exporters::factories(),
+        connectors: lookout_connectors::factories(),
     }
 }
 

@@ -6,12 +6,15 @@
 //!     verbosity: basic   # basic: one line per batch; detailed: also one line per span or record
 //! ```
 //!
-//! It never logs attribute values or bodies: those carry prompts.
+//! It never logs attribute values or bodies: those carry prompts. Alerts
+//! are logged one line each, at `warn` while firing.
 
 use async_trait::async_trait;
 use lookout_pipelines::component::parse_config;
 use lookout_pipelines::{ComponentId, ExportError, Exporter, ExporterFactory, Payload, Signal};
 use serde::Deserialize;
+
+use lookout_pipelines::alert::{Alert, AlertStatus};
 
 use crate::attributes::hex;
 
@@ -55,6 +58,10 @@ impl Exporter for DebugExporter {
             Payload::Traces(r) => r.len(),
             Payload::Metrics(r) => r.len(),
             Payload::Logs(r) => r.len(),
+            Payload::Alerts(alerts) => {
+                alerts.iter().for_each(|alert| log_alert(&self.id, alert));
+                return Ok(());
+            }
         };
         tracing::info!(
             exporter = %self.id,
@@ -67,6 +74,31 @@ impl Exporter for DebugExporter {
             log_items(&self.id, payload);
         }
         Ok(())
+    }
+}
+
+fn log_alert(exporter: &str, alert: &Alert) {
+    let group = alert.group_text();
+    match alert.status {
+        AlertStatus::Firing => tracing::warn!(
+            exporter,
+            rule = %alert.rule,
+            severity = %alert.severity,
+            routes = ?alert.routes,
+            incident_class = alert.incident_class.as_str(),
+            group = %group,
+            fingerprint = %alert.fingerprint,
+            summary = %alert.summary,
+            "alert firing"
+        ),
+        AlertStatus::Resolved => tracing::info!(
+            exporter,
+            rule = %alert.rule,
+            group = %group,
+            fingerprint = %alert.fingerprint,
+            summary = %alert.summary,
+            "alert resolved"
+        ),
     }
 }
 
@@ -113,5 +145,6 @@ fn log_items(exporter: &str, payload: &Payload) {
                 );
             }
         }
+        Payload::Alerts(_) => {}
     }
 }

@@ -26,7 +26,7 @@ use serde::Deserialize;
 pub fn factory() -> ExporterFactory {
     ExporterFactory {
         kind: "file",
-        signals: &Signal::ALL,
+        signals: &Signal::OTLP,
         build: |_id: &ComponentId, raw, _helper| {
             let config: FileConfig = parse_config(raw)?;
             if config.path.as_os_str().is_empty() {

@@ -1,6 +1,7 @@
 //! Lookout's exporters. Each one implements only `Exporter::export`; the
 //! queue, retries and timeouts come from the shared exporter helper.
 
+pub mod alerting;
 mod attributes;
 pub mod blackhole;
 pub mod debug;
@@ -16,6 +17,9 @@ use lookout_pipelines::ExporterFactory;
 /// Every exporter type this crate provides.
 pub fn factories() -> Vec<ExporterFactory> {
     vec![
+        alerting::email::factory(),
+        alerting::slack::factory(),
+        alerting::webhook::factory(),
         blackhole::factory(),
         debug::factory(),
         file::factory(),

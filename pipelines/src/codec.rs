@@ -45,6 +45,14 @@ pub fn decode_protobuf(signal: Signal, body: &[u8]) -> Result<Payload, prost::De
             Payload::Metrics(ExportMetricsServiceRequest::decode(body)?.resource_metrics)
         }
         Signal::Logs => Payload::Logs(ExportLogsServiceRequest::decode(body)?.resource_logs),
+        // No receiver decodes alerts from protobuf; prost offers no other
+        // way to make this error.
+        #[allow(deprecated)]
+        Signal::Alerts => {
+            return Err(prost::DecodeError::new(
+                "alerts have no protobuf form; they are JSON",
+            ));
+        }
     })
 }
 
@@ -60,10 +68,12 @@ pub fn decode_json(signal: Signal, body: &[u8]) -> serde_json::Result<Payload> {
         Signal::Logs => {
             Payload::Logs(serde_json::from_slice::<Logs<Vec<ResourceLogs>>>(body)?.resource_logs)
         }
+        Signal::Alerts => Payload::Alerts(serde_json::from_slice(body)?),
     })
 }
 
-/// Writes a payload as one OTLP/JSON `Export*ServiceRequest`.
+/// Writes a payload as one OTLP/JSON `Export*ServiceRequest`, or alerts
+/// as a JSON array.
 pub fn encode_json(payload: &Payload, out: &mut Vec<u8>) -> serde_json::Result<()> {
     match payload {
         Payload::Traces(r) => serde_json::to_writer(out, &Traces { resource_spans: r }),
@@ -74,6 +84,7 @@ pub fn encode_json(payload: &Payload, out: &mut Vec<u8>) -> serde_json::Result<(
             },
         ),
         Payload::Logs(r) => serde_json::to_writer(out, &Logs { resource_logs: r }),
+        Payload::Alerts(alerts) => serde_json::to_writer(out, alerts),
     }
 }
 

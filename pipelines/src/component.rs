@@ -76,6 +76,7 @@ pub enum ComponentKind {
     Receiver,
     Processor,
     Exporter,
+    Connector,
 }
 
 impl ComponentKind {
@@ -84,6 +85,7 @@ impl ComponentKind {
             ComponentKind::Receiver => "receiver",
             ComponentKind::Processor => "processor",
             ComponentKind::Exporter => "exporter",
+            ComponentKind::Connector => "connector",
         }
     }
 
@@ -93,6 +95,7 @@ impl ComponentKind {
             ComponentKind::Receiver => "receivers",
             ComponentKind::Processor => "processors",
             ComponentKind::Exporter => "exporters",
+            ComponentKind::Connector => "connectors",
         }
     }
 }
@@ -293,12 +296,33 @@ pub struct ExporterFactory {
     pub build: ExporterBuildFn,
 }
 
+/// Both ends of a connector, as in the collector: an exporter at the end
+/// of the pipelines that list it under `exporters`, and a receiver at the
+/// start of those that list it under `receivers`. Both share whatever state
+/// the connector keeps between them.
+pub struct Connector {
+    pub exporter: Box<dyn Exporter>,
+    pub receiver: Box<dyn Receiver>,
+}
+
+/// Builds connectors of one type. The exporter end gets the exporter
+/// helper like any exporter, so `sending_queue` and `timeout` apply.
+pub struct ConnectorFactory {
+    pub kind: &'static str,
+    /// The signals of the pipelines it ends.
+    pub consumes: &'static [Signal],
+    /// The signals of the pipelines it starts.
+    pub emits: &'static [Signal],
+    pub build: BuildFn<Connector>,
+}
+
 /// Every component type the binary knows.
 #[derive(Default)]
 pub struct Components {
     pub receivers: Vec<ReceiverFactory>,
     pub processors: Vec<ProcessorFactory>,
     pub exporters: Vec<ExporterFactory>,
+    pub connectors: Vec<ConnectorFactory>,
 }
 
 impl Components {
@@ -314,19 +338,27 @@ impl Components {
         self.exporters.iter().find(|f| f.kind == kind)
     }
 
+    pub fn connector(&self, kind: &str) -> Option<&ConnectorFactory> {
+        self.connectors.iter().find(|f| f.kind == kind)
+    }
+
     pub fn kinds(&self, kind: ComponentKind) -> Vec<&'static str> {
         match kind {
             ComponentKind::Receiver => self.receivers.iter().map(|f| f.kind).collect(),
             ComponentKind::Processor => self.processors.iter().map(|f| f.kind).collect(),
             ComponentKind::Exporter => self.exporters.iter().map(|f| f.kind).collect(),
+            ComponentKind::Connector => self.connectors.iter().map(|f| f.kind).collect(),
         }
     }
 
+    /// The signals a component type takes in; for a connector, the
+    /// signals of the pipelines it ends.
     pub fn signals(&self, kind: ComponentKind, type_name: &str) -> Option<&'static [Signal]> {
         match kind {
             ComponentKind::Receiver => self.receiver(type_name).map(|f| f.signals),
             ComponentKind::Processor => self.processor(type_name).map(|f| f.signals),
             ComponentKind::Exporter => self.exporter(type_name).map(|f| f.signals),
+            ComponentKind::Connector => self.connector(type_name).map(|f| f.consumes),
         }
     }
 }

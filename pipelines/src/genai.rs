@@ -1,6 +1,9 @@
 //! Attribute names of the LLM conventions that more than one component
 //! needs to know.
 
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+
 /// The attributes that carry prompt and completion content, in every
 /// convention the `genai` processor reads. The `pii` processor's
 /// `metadata_only` drops them; the `langsmith` exporter turns them into
@@ -49,6 +52,103 @@ pub fn is_content_key(key: &str) -> bool {
             Some(prefix) => key.starts_with(prefix),
             None => key == *pattern,
         })
+}
+
+/// The token counts the `genai` processor writes, with the label the
+/// metrics give each. Input and output come first.
+pub const TOKEN_TYPES: [(&str, &str); 5] = [
+    ("gen_ai.usage.input_tokens", "input"),
+    ("gen_ai.usage.output_tokens", "output"),
+    ("gen_ai.usage.cache_read.input_tokens", "cache_read"),
+    ("gen_ai.usage.cache_creation.input_tokens", "cache_write"),
+    ("gen_ai.usage.reasoning.output_tokens", "reasoning"),
+];
+
+/// The normalised attributes that the metric-minded components read (the
+/// `prometheus` exporter, the `threshold` connector), found in one pass
+/// over a span's attributes rather than one search each.
+#[derive(Default)]
+pub struct SpanFields<'a> {
+    pub kind: Option<&'a str>,
+    pub operation: Option<&'a str>,
+    pub agent: Option<&'a str>,
+    pub request_model: Option<&'a str>,
+    pub response_model: Option<&'a str>,
+    pub provider: Option<&'a str>,
+    pub workflow: Option<&'a str>,
+    pub cost: Option<f64>,
+    pub trace_cost: Option<f64>,
+    pub tokens: [Option<f64>; 5],
+}
+
+impl<'a> SpanFields<'a> {
+    pub fn of(attributes: &'a [KeyValue]) -> SpanFields<'a> {
+        let mut fields = SpanFields::default();
+        for attribute in attributes {
+            let Some(value) = attribute.value.as_ref().and_then(|v| v.value.as_ref()) else {
+                continue;
+            };
+            let text = || match value {
+                AnyValue::StringValue(s) => Some(s.as_str()),
+                _ => None,
+            };
+            match attribute.key.as_str() {
+                "lookout.genai.kind" => fields.kind = text(),
+                "gen_ai.operation.name" => fields.operation = text(),
+                "gen_ai.agent.name" => fields.agent = text(),
+                "gen_ai.request.model" => fields.request_model = text(),
+                "gen_ai.response.model" => fields.response_model = text(),
+                "gen_ai.provider.name" => fields.provider = text(),
+                "gen_ai.workflow.name" => fields.workflow = text(),
+                "gen_ai.usage.cost" => fields.cost = amount(value),
+                "lookout.trace.cost_usd" => fields.trace_cost = amount(value),
+                key => {
+                    if let Some(slot) = TOKEN_TYPES.iter().position(|(name, _)| *name == key) {
+                        fields.tokens[slot] = amount(value);
+                    }
+                }
+            }
+        }
+        fields
+    }
+
+    /// An LLM, chat or embeddings call: what is priced and counted as a
+    /// request.
+    pub fn is_model_call(&self) -> bool {
+        match self.kind {
+            Some(kind) => matches!(kind, "llm" | "chat" | "embeddings"),
+            None => matches!(
+                self.operation,
+                Some("chat" | "text_completion" | "generate_content" | "embeddings")
+            ),
+        }
+    }
+
+    pub fn is_agent(&self) -> bool {
+        self.kind == Some("agent") || self.operation == Some("invoke_agent")
+    }
+
+    /// The response model, else the requested one.
+    pub fn model(&self) -> Option<&'a str> {
+        self.response_model.or(self.request_model)
+    }
+
+    /// Input plus output tokens, when either is known.
+    pub fn total_tokens(&self) -> Option<f64> {
+        match (self.tokens[0], self.tokens[1]) {
+            (None, None) => None,
+            (input, output) => Some(input.unwrap_or(0.0) + output.unwrap_or(0.0)),
+        }
+    }
+}
+
+/// A non-negative, finite number.
+pub fn amount(value: &AnyValue) -> Option<f64> {
+    match value {
+        AnyValue::IntValue(i) if *i >= 0 => Some(*i as f64),
+        AnyValue::DoubleValue(d) if d.is_finite() && *d >= 0.0 => Some(*d),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! between stages, the exporter helper shared by every exporter, and the
 //! daemon's own telemetry.
 
+pub mod alert;
 pub mod codec;
 pub mod component;
 pub mod config;
@@ -15,8 +16,9 @@ pub mod telemetry;
 pub mod topology;
 
 pub use component::{
-    BuildError, ComponentId, ComponentKind, Components, ExportError, Exporter, ExporterFactory,
-    Processor, ProcessorFactory, Receiver, ReceiverContext, ReceiverFactory,
+    BuildError, ComponentId, ComponentKind, Components, Connector, ConnectorFactory, ExportError,
+    Exporter, ExporterFactory, Processor, ProcessorFactory, Receiver, ReceiverContext,
+    ReceiverFactory,
 };
 pub use payload::{Payload, Signal};
 pub use stage_channel::{Backpressure, Consumer, Consumers, PipelineInput, Refused};

@@ -12,23 +12,34 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-/// The three OTLP signals.
+use crate::alert::Alert;
+
+/// The three OTLP signals, and the alerts that connectors emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Signal {
     Traces,
     Metrics,
     Logs,
+    Alerts,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+    pub const ALL: [Signal; 4] = [
+        Signal::Traces,
+        Signal::Metrics,
+        Signal::Logs,
+        Signal::Alerts,
+    ];
+    /// What OTLP carries, and so what OTLP receivers and exporters take.
+    pub const OTLP: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",
             Signal::Logs => "logs",
+            Signal::Alerts => "alerts",
         }
     }
 
@@ -39,6 +50,7 @@ impl Signal {
             Signal::Traces => "spans",
             Signal::Metrics => "metric_points",
             Signal::Logs => "log_records",
+            Signal::Alerts => "alerts",
         }
     }
 
@@ -61,6 +73,8 @@ pub enum Payload {
     Traces(Vec<ResourceSpans>),
     Metrics(Vec<ResourceMetrics>),
     Logs(Vec<ResourceLogs>),
+    /// Notifications, one per alert group.
+    Alerts(Vec<Alert>),
 }
 
 impl Payload {
@@ -69,6 +83,7 @@ impl Payload {
             Signal::Traces => Payload::Traces(Vec::new()),
             Signal::Metrics => Payload::Metrics(Vec::new()),
             Signal::Logs => Payload::Logs(Vec::new()),
+            Signal::Alerts => Payload::Alerts(Vec::new()),
         }
     }
 
@@ -77,6 +92,7 @@ impl Payload {
             Payload::Traces(_) => Signal::Traces,
             Payload::Metrics(_) => Signal::Metrics,
             Payload::Logs(_) => Signal::Logs,
+            Payload::Alerts(_) => Signal::Alerts,
         }
     }
 
@@ -99,6 +115,7 @@ impl Payload {
                 .flat_map(|r| &r.scope_logs)
                 .map(|s| s.log_records.len())
                 .sum(),
+            Payload::Alerts(alerts) => alerts.len(),
         }
     }
 
@@ -109,6 +126,7 @@ impl Payload {
             Payload::Traces(r) => r.iter().map(|x| length_delimited(x.encoded_len())).sum(),
             Payload::Metrics(r) => r.iter().map(|x| length_delimited(x.encoded_len())).sum(),
             Payload::Logs(r) => r.iter().map(|x| length_delimited(x.encoded_len())).sum(),
+            Payload::Alerts(alerts) => alerts.iter().map(Alert::approximate_size).sum(),
         }
     }
 
@@ -117,6 +135,7 @@ impl Payload {
             Payload::Traces(r) => r.is_empty(),
             Payload::Metrics(r) => r.is_empty(),
             Payload::Logs(r) => r.is_empty(),
+            Payload::Alerts(alerts) => alerts.is_empty(),
         }
     }
 
@@ -126,6 +145,7 @@ impl Payload {
             (Payload::Traces(a), Payload::Traces(b)) => a.extend(b),
             (Payload::Metrics(a), Payload::Metrics(b)) => a.extend(b),
             (Payload::Logs(a), Payload::Logs(b)) => a.extend(b),
+            (Payload::Alerts(a), Payload::Alerts(b)) => a.extend(b),
             (_, other) => return Err(other),
         }
         Ok(())
@@ -134,12 +154,17 @@ impl Payload {
     /// Encodes the payload as the protobuf `Export*ServiceRequest` of its
     /// signal. Each request has one field, the repeated resources at tag 1,
     /// so encoding them in place avoids copying the payload into a request.
+    /// Alerts have no OTLP form; they encode as a JSON array.
     pub fn encode_request(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(self.encoded_len());
         match self {
             Payload::Traces(r) => r.iter().for_each(|x| encode_message(x, &mut buf)),
             Payload::Metrics(r) => r.iter().for_each(|x| encode_message(x, &mut buf)),
             Payload::Logs(r) => r.iter().for_each(|x| encode_message(x, &mut buf)),
+            Payload::Alerts(alerts) => {
+                // Serializing plain data to a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut buf, alerts);
+            }
         }
         buf
     }

@@ -100,6 +100,7 @@ pub struct Consumers {
     pub traces: Option<Consumer>,
     pub metrics: Option<Consumer>,
     pub logs: Option<Consumer>,
+    pub alerts: Option<Consumer>,
 }
 
 impl Consumers {
@@ -108,6 +109,7 @@ impl Consumers {
             Signal::Traces => self.traces.as_ref(),
             Signal::Metrics => self.metrics.as_ref(),
             Signal::Logs => self.logs.as_ref(),
+            Signal::Alerts => self.alerts.as_ref(),
         }
     }
 
@@ -116,6 +118,7 @@ impl Consumers {
             Signal::Traces => self.traces = Some(consumer),
             Signal::Metrics => self.metrics = Some(consumer),
             Signal::Logs => self.logs = Some(consumer),
+            Signal::Alerts => self.alerts = Some(consumer),
         }
     }
 }

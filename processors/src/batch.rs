@@ -22,7 +22,7 @@ use tokio::time::Instant;
 pub fn factory() -> ProcessorFactory {
     ProcessorFactory {
         kind: "batch",
-        signals: &Signal::ALL,
+        signals: &Signal::OTLP,
         build: |_id: &ComponentId, raw, signal| {
             let config: BatchConfig = parse_config(raw)?;
             config.check()?;

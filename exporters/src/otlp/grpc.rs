@@ -106,6 +106,9 @@ impl GrpcTransport {
                     log_partial_success(partial.rejected_log_records, &partial.error_message);
                 }
             }
+            Payload::Alerts(_) => {
+                return Err(ExportError::permanent("alerts are not an OTLP signal"));
+            }
         }
         Ok(())
     }

@@ -35,14 +35,18 @@ impl HttpTransport {
             .map_err(|err| invalid("endpoint", format!("cannot build an HTTP client: {err}")))?;
         Ok(HttpTransport {
             client,
-            urls: Signal::ALL.map(|signal| format!("{base}/v1/{signal}")),
+            urls: Signal::OTLP.map(|signal| format!("{base}/v1/{signal}")),
             compression: config.compression,
         })
     }
 
     pub async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
+        let url = self
+            .urls
+            .get(payload.signal() as usize)
+            .ok_or_else(|| ExportError::permanent("alerts are not an OTLP signal"))?;
         let mut body = payload.encode_request();
-        let mut request = self.client.post(&self.urls[payload.signal() as usize]);
+        let mut request = self.client.post(url);
         request = request.header(http::header::CONTENT_TYPE, "application/x-protobuf");
         if self.compression == Compression::Gzip {
             body = gzip(&body);

@@ -30,7 +30,7 @@ use serde::Deserialize;
 pub fn factory() -> ExporterFactory {
     ExporterFactory {
         kind: "otlp",
-        signals: &Signal::ALL,
+        signals: &Signal::OTLP,
         build: |_id: &ComponentId, raw, _helper| {
             let config: OtlpExporterConfig = parse_config(raw)?;
             let transport = match config.protocol {

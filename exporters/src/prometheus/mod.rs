@@ -178,7 +178,7 @@ impl Exporter for PrometheusExporter {
             Payload::Metrics(resources) => {
                 otlp_metrics::record(&mut self.registry(), resources, &self.dropped, now)
             }
-            Payload::Logs(_) => {}
+            Payload::Logs(_) | Payload::Alerts(_) => {}
         }
         Ok(())
     }

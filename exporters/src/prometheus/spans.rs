@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, status::StatusCode};
+
+use lookout_pipelines::genai::{SpanFields, TOKEN_TYPES};
 
 use super::registry::{Kind, Labels, MetricInfo, Registry, Update, Value};
 use crate::attributes::string;
@@ -19,14 +19,6 @@ const EXECUTION_SECONDS: &[f64] = &[
     0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
 const WORKFLOW_USD: &[f64] = &[0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
-
-const TOKEN_TYPES: [(&str, &str); 5] = [
-    ("gen_ai.usage.input_tokens", "input"),
-    ("gen_ai.usage.output_tokens", "output"),
-    ("gen_ai.usage.cache_read.input_tokens", "cache_read"),
-    ("gen_ai.usage.cache_creation.input_tokens", "cache_write"),
-    ("gen_ai.usage.reasoning.output_tokens", "reasoning"),
-];
 
 /// The labels of the LLM call metrics, borrowed from the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,70 +112,16 @@ pub fn record(registry: &mut Registry, resources: &[ResourceSpans], now: Instant
     totals.apply(registry, now);
 }
 
-/// The attributes the metrics read, found in one pass over the span's
-/// attributes rather than one search each.
-#[derive(Default)]
-struct Fields<'a> {
-    kind: Option<&'a str>,
-    operation: Option<&'a str>,
-    agent: Option<&'a str>,
-    request_model: Option<&'a str>,
-    response_model: Option<&'a str>,
-    provider: Option<&'a str>,
-    workflow: Option<&'a str>,
-    cost: Option<f64>,
-    trace_cost: Option<f64>,
-    tokens: [Option<f64>; 5],
-}
-
-impl<'a> Fields<'a> {
-    fn of(attributes: &'a [KeyValue]) -> Fields<'a> {
-        let mut fields = Fields::default();
-        for attribute in attributes {
-            let Some(value) = attribute.value.as_ref().and_then(|v| v.value.as_ref()) else {
-                continue;
-            };
-            let text = || match value {
-                AnyValue::StringValue(s) => Some(s.as_str()),
-                _ => None,
-            };
-            match attribute.key.as_str() {
-                "lookout.genai.kind" => fields.kind = text(),
-                "gen_ai.operation.name" => fields.operation = text(),
-                "gen_ai.agent.name" => fields.agent = text(),
-                "gen_ai.request.model" => fields.request_model = text(),
-                "gen_ai.response.model" => fields.response_model = text(),
-                "gen_ai.provider.name" => fields.provider = text(),
-                "gen_ai.workflow.name" => fields.workflow = text(),
-                "gen_ai.usage.cost" => fields.cost = amount(value),
-                "lookout.trace.cost_usd" => fields.trace_cost = amount(value),
-                key => {
-                    if let Some(slot) = TOKEN_TYPES.iter().position(|(name, _)| *name == key) {
-                        fields.tokens[slot] = amount(value);
-                    }
-                }
-            }
-        }
-        fields
-    }
-}
-
 impl<'a> PayloadTotals<'a> {
     fn add(&mut self, span: &'a Span, service: &'a str) {
-        let fields = Fields::of(&span.attributes);
+        let fields = SpanFields::of(&span.attributes);
         let operation = fields.operation.unwrap_or_default();
         let seconds = span
             .end_time_unix_nano
             .saturating_sub(span.start_time_unix_nano) as f64
             / 1e9;
-        let is_llm = match fields.kind {
-            Some(kind) => matches!(kind, "llm" | "chat" | "embeddings"),
-            None => matches!(
-                operation,
-                "chat" | "text_completion" | "generate_content" | "embeddings"
-            ),
-        };
-        let is_agent = fields.kind == Some("agent") || operation == "invoke_agent";
+        let is_llm = fields.is_model_call();
+        let is_agent = fields.is_agent();
         let agent = fields.agent.unwrap_or_default();
         if is_llm {
             let failed = span
@@ -351,13 +289,4 @@ fn histogram(
         expires: false,
     };
     let _ = registry.update(metric, labels, Update::Add(buckets.into_value()), now);
-}
-
-/// A finite, non-negative count or amount.
-fn amount(value: &AnyValue) -> Option<f64> {
-    match value {
-        AnyValue::IntValue(i) if *i >= 0 => Some(*i as f64),
-        AnyValue::DoubleValue(d) if d.is_finite() && *d >= 0.0 => Some(*d),
-        _ => None,
-    }
 }

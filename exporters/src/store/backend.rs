@@ -11,6 +11,7 @@ use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationType, Migrator};
 use sqlx::{AssertSqlSafe, Connection, Database, SqlSafeStr, Transaction};
 use time::OffsetDateTime;
 
+use super::alerts::AlertRow;
 use super::rows::{Batch, SpanRow, TraceRow, traces};
 
 /// Every schema change, in order, in both dialects. A change is added
@@ -165,6 +166,9 @@ pub trait Backend: Send + Sync + 'static {
         tx: &mut Transaction<'static, Self::Db>,
         spans: &[&SpanRow],
     ) -> Result<(), sqlx::Error>;
+
+    /// Writes one alert notification into `alert_history`.
+    async fn record_alert(&self, alert: &AlertRow) -> Result<(), sqlx::Error>;
 
     /// Deletes at most `limit` expired rows of `what` (for traces, with
     /// their spans and agent executions).

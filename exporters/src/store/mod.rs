@@ -43,6 +43,7 @@
 //! `sqlite.rs` only their SQL; `rows.rs` the mapping; `query.rs` the read
 //! side.
 
+mod alerts;
 mod backend;
 pub mod postgres;
 pub mod query;
@@ -71,7 +72,9 @@ use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use alerts::AlertRow;
 pub use backend::{Backend, StoreError, Written, write};
+use lookout_pipelines::alert::Alert;
 use postgres::PostgresBackend;
 use retention::Retention;
 pub use rows::{DEFAULT_CALL_ID_ATTRIBUTES, Mapping};
@@ -147,7 +150,7 @@ impl StoreConfig {
 pub fn postgres_factory() -> ExporterFactory {
     ExporterFactory {
         kind: "postgres",
-        signals: &[Signal::Traces],
+        signals: &[Signal::Traces, Signal::Alerts],
         build: |id, raw, helper| {
             let config: StoreConfig = parse_config(raw)?;
             config.check_common()?;
@@ -193,7 +196,7 @@ pub fn postgres_factory() -> ExporterFactory {
 pub fn sqlite_factory() -> ExporterFactory {
     ExporterFactory {
         kind: "sqlite",
-        signals: &[Signal::Traces],
+        signals: &[Signal::Traces, Signal::Alerts],
         build: |id, raw, helper: &ExporterHelperConfig| {
             let config: StoreConfig = parse_config(raw)?;
             config.check_common()?;
@@ -294,6 +297,19 @@ impl<B: Backend> StoreExporter<B> {
             .map(|_| ())
     }
 
+    /// Every notification, whatever its route: the history is complete.
+    /// Retried notifications rewrite the same row.
+    async fn record_alerts(&self, alerts: &[Alert]) -> Result<(), ExportError> {
+        let backend = self.backend()?;
+        for alert in alerts {
+            backend
+                .record_alert(&AlertRow::of(alert))
+                .await
+                .map_err(|err| StoreError::from(err).into_export_error())?;
+        }
+        Ok(())
+    }
+
     fn start_retention(&self, backend: Arc<B>) {
         if self.retention.days == 0 {
             return;
@@ -325,12 +341,14 @@ impl<B: Backend> Exporter for StoreExporter<B> {
     }
 
     async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
-        let Payload::Traces(resources) = payload else {
-            return Ok(());
-        };
         self.ensure_schema()
             .await
             .map_err(StoreError::into_export_error)?;
+        let resources = match payload {
+            Payload::Traces(resources) => resources,
+            Payload::Alerts(alerts) => return self.record_alerts(alerts).await,
+            _ => return Ok(()),
+        };
         let batch = self.mapping.batch(resources);
         if batch.skipped > 0 {
             self.counts.skipped.increment(batch.skipped as u64);

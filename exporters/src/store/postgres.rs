@@ -12,6 +12,7 @@ use sqlx::{Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::alerts::{AlertRow, UPSERT_TAIL};
 use super::backend::{
     Backend, Deleted, Dialect, Expiring, StoreError, TRACE_TABLES, UtcText, merge_traces_clause,
     migrate, timestamp,
@@ -186,6 +187,25 @@ impl Backend for PostgresBackend {
         copy_in(tx, COPY_AGENTS, agent_rows(spans)).await?;
         copy_in(tx, COPY_COSTS, cost_rows(spans)).await?;
         copy_in(tx, COPY_METRICS, metric_rows(spans)).await
+    }
+
+    async fn record_alert(&self, alert: &AlertRow) -> Result<(), sqlx::Error> {
+        let sql = format!(
+            "INSERT INTO alert_history \
+             (id, alert_type, severity, message, triggered_at, resolved_at, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, CAST($7 AS JSONB)) {UPSERT_TAIL}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(alert.uuid())
+            .bind(&alert.alert_type)
+            .bind(&alert.severity)
+            .bind(&alert.message)
+            .bind(alert.triggered_at)
+            .bind(alert.resolved_at)
+            .bind(&alert.metadata)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn delete_expired(

@@ -14,6 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 
+use super::alerts::{AlertRow, UPSERT_TAIL};
 use super::backend::{
     Backend, Deleted, Dialect, Expiring, StoreError, TRACE_TABLES, UtcText, merge_traces_clause,
     migrate, timestamp,
@@ -241,6 +242,25 @@ impl Backend for SqliteBackend {
         execute(tx, INSERT_AGENTS, agents).await?;
         execute(tx, INSERT_COSTS, costs).await?;
         execute(tx, INSERT_METRICS, metrics).await
+    }
+
+    async fn record_alert(&self, alert: &AlertRow) -> Result<(), sqlx::Error> {
+        let sql = format!(
+            "INSERT INTO alert_history \
+             (id, alert_type, severity, message, triggered_at, resolved_at, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) {UPSERT_TAIL}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(alert.integer_id())
+            .bind(&alert.alert_type)
+            .bind(&alert.severity)
+            .bind(&alert.message)
+            .bind(sqlite_time(alert.triggered_at))
+            .bind(alert.resolved_at.map(sqlite_time))
+            .bind(&alert.metadata)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn delete_expired(

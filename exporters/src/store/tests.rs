@@ -265,3 +265,33 @@ async fn spans_stored_without_their_trace_row_fall_back_to_the_checked_path() {
     assert_eq!((again.stored, again.duplicates), (0, 3));
     assert_eq!(count(&backend, "agent_executions").await, 2);
 }
+
+#[tokio::test]
+async fn an_alert_episode_is_one_row_resolved_in_place() {
+    use super::alerts::AlertRow;
+    use lookout_pipelines::alert::{Alert, AlertSeverity, AlertStatus, NotificationReason};
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _) = open(&dir).await;
+    let mut alert = Alert::example();
+    alert.severity = AlertSeverity::Warning;
+    backend.record_alert(&AlertRow::of(&alert)).await.unwrap();
+    alert.severity = AlertSeverity::Critical;
+    alert.reason = NotificationReason::SeverityRaised;
+    backend.record_alert(&AlertRow::of(&alert)).await.unwrap();
+    alert.status = AlertStatus::Resolved;
+    alert.reason = NotificationReason::Resolved;
+    alert.ends_at = Some(alert.starts_at + time::Duration::minutes(3));
+    alert.summary = "error_rate is back to 1.0% over 5m".into();
+    backend.record_alert(&AlertRow::of(&alert)).await.unwrap();
+    let rows: Vec<(String, String, String, Option<String>)> =
+        sqlx::query_as("SELECT alert_type, severity, message, resolved_at FROM alert_history")
+            .fetch_all(backend.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+    let (alert_type, severity, message, resolved_at) = &rows[0];
+    assert_eq!(alert_type, "agent_error_rate");
+    assert_eq!(severity, "critical");
+    assert!(message.contains("20"), "{message}");
+    assert!(resolved_at.is_some());
+}

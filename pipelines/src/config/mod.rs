@@ -111,7 +111,7 @@ impl PipelineId {
         };
         let signal = Signal::parse(signal).ok_or_else(|| {
             format!(
-                "unknown signal `{signal}` in pipeline `{text}`: expected traces, metrics or logs"
+                "unknown signal `{signal}` in pipeline `{text}`: expected traces, metrics, logs or alerts"
             )
         })?;
         Ok(PipelineId { signal, name })
@@ -252,7 +252,13 @@ pub fn load_str(
     Loaded { plan, diagnostics }
 }
 
-const TOP_LEVEL_KEYS: [&str; 4] = ["receivers", "processors", "exporters", "service"];
+const TOP_LEVEL_KEYS: [&str; 5] = [
+    "receivers",
+    "processors",
+    "exporters",
+    "connectors",
+    "service",
+];
 
 fn resolve(
     source: &str,
@@ -292,7 +298,7 @@ fn resolve(
         let key = env::key_text(key);
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
             let hint = match key.as_str() {
-                "extensions" | "connectors" => format!("`{key}` are not supported yet"),
+                "extensions" => format!("`{key}` are not supported yet"),
                 _ => format!("unknown top-level key `{key}`; expected one of {TOP_LEVEL_KEYS:?}"),
             };
             report.error(vec![key], hint);
@@ -306,6 +312,7 @@ fn resolve(
     let receivers = declare(ComponentKind::Receiver, report);
     let processors = declare(ComponentKind::Processor, report);
     let exporters = declare(ComponentKind::Exporter, report);
+    let connectors = declare(ComponentKind::Connector, report);
     let service = top.remove("service").unwrap_or(Value::Null);
     if service.is_null() {
         report.error(
@@ -346,8 +353,10 @@ fn resolve(
         receivers,
         processors,
         exporters,
+        connectors,
         components,
     };
+    definitions.check_connector_ids(report);
     let pipelines = service
         .pipelines
         .into_iter()
@@ -422,6 +431,7 @@ struct Definitions<'a> {
     receivers: Declared,
     processors: Declared,
     exporters: Declared,
+    connectors: Declared,
     components: &'a Components,
 }
 
@@ -431,6 +441,34 @@ impl Definitions<'_> {
             ComponentKind::Receiver => &self.receivers,
             ComponentKind::Processor => &self.processors,
             ComponentKind::Exporter => &self.exporters,
+            ComponentKind::Connector => &self.connectors,
+        }
+    }
+
+    /// A connector is listed as a receiver or an exporter by its id, so
+    /// that id must not also name a receiver or an exporter.
+    fn check_connector_ids(&self, report: &mut Report) {
+        for id in self.connectors.keys() {
+            if self.receivers.contains_key(id) || self.exporters.contains_key(id) {
+                report.error(
+                    vec!["connectors".into(), id.to_string()],
+                    format!("`{id}` is also declared as a receiver or an exporter; rename one"),
+                );
+            }
+        }
+    }
+
+    /// The signals a connector can take at this end of a pipeline: what it
+    /// consumes when listed as an exporter, what it emits as a receiver.
+    fn connector_signals(&self, kind: ComponentKind, id: &ComponentId) -> Option<&[Signal]> {
+        if !self.connectors.contains_key(id) {
+            return None;
+        }
+        let factory = self.components.connector(id.kind())?;
+        match kind {
+            ComponentKind::Receiver => Some(factory.emits),
+            ComponentKind::Exporter => Some(factory.consumes),
+            _ => None,
         }
     }
 
@@ -451,9 +489,25 @@ impl Definitions<'_> {
                 return None;
             }
         };
+        if let Some(signals) = self.connector_signals(kind, &id) {
+            if !signals.contains(&signal) {
+                let end = if kind == ComponentKind::Receiver {
+                    "emit"
+                } else {
+                    "consume"
+                };
+                report.error(path, format!("connector `{id}` does not {end} {signal}"));
+                return None;
+            }
+            return Some(id);
+        }
         if !self.declared(kind).contains_key(&id) {
             // One declared with an unknown type was reported where it is declared.
-            if !self.unknown_types.contains(&(kind, id.clone())) {
+            if !self.unknown_types.contains(&(kind, id.clone()))
+                && !self
+                    .unknown_types
+                    .contains(&(ComponentKind::Connector, id.clone()))
+            {
                 report.error(
                     path,
                     format!(
@@ -484,12 +538,14 @@ impl Definitions<'_> {
                 ComponentKind::Receiver => p.receivers.contains(id),
                 ComponentKind::Processor => p.processors.iter().any(|(pid, _)| pid == id),
                 ComponentKind::Exporter => p.exporters.contains(id),
+                ComponentKind::Connector => p.receivers.contains(id) || p.exporters.contains(id),
             })
         };
         for kind in [
             ComponentKind::Receiver,
             ComponentKind::Processor,
             ComponentKind::Exporter,
+            ComponentKind::Connector,
         ] {
             for id in self.declared(kind).keys() {
                 if !used(kind, id) {
@@ -538,6 +594,45 @@ impl Definitions<'_> {
                     exporter,
                     helper,
                 }),
+                Err(err) => report.build_error(&prefix, err),
+            }
+        }
+        for (id, raw) in &self.connectors {
+            let as_exporter = pipelines.iter().any(|p| p.exporters.contains(id));
+            let as_receiver = pipelines.iter().any(|p| p.receivers.contains(id));
+            let path = vec!["connectors".to_string(), id.to_string()];
+            match (as_exporter, as_receiver) {
+                (false, false) => continue,
+                (true, false) => {
+                    report.error(path, format!("connector `{id}` ends a pipeline, but no pipeline lists it under `receivers`"));
+                    continue;
+                }
+                (false, true) => {
+                    report.error(path, format!("connector `{id}` starts a pipeline, but no pipeline lists it under `exporters`"));
+                    continue;
+                }
+                (true, true) => {}
+            }
+            let Some(factory) = self.components.connector(id.kind()) else {
+                continue;
+            };
+            let prefix = ["connectors", &id.to_string()];
+            let (helper, own) = match ExporterHelperConfig::split_from(raw.clone()) {
+                Ok(split) => split,
+                Err(err) => {
+                    report.build_error(&prefix, err);
+                    continue;
+                }
+            };
+            match (factory.build)(id, own) {
+                Ok(connector) => {
+                    receivers.push((id.clone(), connector.receiver));
+                    exporters.push(ExporterPlan {
+                        id: id.clone(),
+                        exporter: connector.exporter,
+                        helper,
+                    });
+                }
                 Err(err) => report.build_error(&prefix, err),
             }
         }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::component::{ExporterFactory, ProcessorFactory, ReceiverFactory};
+use crate::component::{ConnectorFactory, ExporterFactory, ProcessorFactory, ReceiverFactory};
 
 /// Stand-in factories: the config module only needs their types and signals.
 fn components() -> Components {
@@ -49,10 +49,22 @@ fn components() -> Components {
         }],
         exporters: vec![ExporterFactory {
             kind: "debug",
-            signals: &[Signal::Traces, Signal::Logs],
+            signals: &[Signal::Traces, Signal::Logs, Signal::Alerts],
             build: |_, raw, _| {
                 let _: Endpoint = parse_config(raw)?;
                 Ok(Box::new(Nothing))
+            },
+        }],
+        connectors: vec![ConnectorFactory {
+            kind: "threshold",
+            consumes: &[Signal::Traces],
+            emits: &[Signal::Alerts],
+            build: |_, raw| {
+                let _: Endpoint = parse_config(raw)?;
+                Ok(crate::component::Connector {
+                    exporter: Box::new(Nothing),
+                    receiver: Box::new(Nothing),
+                })
             },
         }],
     }
@@ -183,4 +195,60 @@ fn pipelines_need_a_receiver_and_an_exporter() {
     );
     assert!(errors_contain(&loaded, "at least one receiver"));
     assert!(errors_contain(&loaded, "at least one exporter"));
+}
+
+const WITH_CONNECTOR: &str = "\
+receivers:
+  otlp:
+exporters:
+  debug:
+connectors:
+  threshold:
+    sending_queue:
+      num_consumers: 2
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug, threshold]
+    alerts:
+      receivers: [threshold]
+      exporters: [debug]
+";
+
+#[test]
+fn a_connector_ends_one_pipeline_and_starts_another() {
+    let loaded = load(WITH_CONNECTOR);
+    assert!(errors(&loaded).is_empty(), "{:?}", errors(&loaded));
+    let plan = loaded.plan.unwrap();
+    let threshold = ComponentId::parse("threshold").unwrap();
+    assert!(plan.receivers.iter().any(|(id, _)| *id == threshold));
+    let exporter = plan.exporters.iter().find(|e| e.id == threshold).unwrap();
+    assert_eq!(exporter.helper.sending_queue.num_consumers, 2);
+    assert_eq!(plan.pipelines[1].id.signal, Signal::Alerts);
+}
+
+#[test]
+fn connector_misuse_is_reported() {
+    let one_sided =
+        WITH_CONNECTOR.replace("      receivers: [threshold]", "      receivers: [otlp]");
+    assert!(errors_contain(
+        &load(&one_sided),
+        "connector `threshold` ends a pipeline, but no pipeline lists it under `receivers`"
+    ));
+    let wrong_signal = WITH_CONNECTOR.replace("    traces:", "    logs:");
+    assert!(errors_contain(
+        &load(&wrong_signal),
+        "connector `threshold` does not consume logs"
+    ));
+    let wrong_output = WITH_CONNECTOR.replace("    alerts:", "    traces/out:");
+    assert!(errors_contain(
+        &load(&wrong_output),
+        "connector `threshold` does not emit traces"
+    ));
+    let clashing = WITH_CONNECTOR.replace(
+        "exporters:\n  debug:\n",
+        "exporters:\n  debug:\n  threshold:\n",
+    );
+    assert!(!errors(&load(&clashing)).is_empty());
 }

@@ -115,9 +115,9 @@ pub struct ReceiverMetrics {
     /// Requests refused before their body was read, so their items were
     /// never counted.
     pub refused_requests: Counter,
-    accepted: [Counter; 3],
-    refused: [Counter; 3],
-    rejected: [Counter; 3],
+    accepted: [Counter; 4],
+    refused: [Counter; 4],
+    rejected: [Counter; 4],
 }
 
 impl ReceiverMetrics {
@@ -159,9 +159,9 @@ impl ReceiverMetrics {
 /// Counters and gauges of one exporter.
 #[derive(Clone)]
 pub struct ExporterMetrics {
-    sent: [Counter; 3],
-    send_failed: [Counter; 3],
-    enqueue_failed: [Counter; 3],
+    sent: [Counter; 4],
+    send_failed: [Counter; 4],
+    enqueue_failed: [Counter; 4],
     pub retries: Counter,
     pub queue_size: Gauge,
     pub queue_capacity: Gauge,

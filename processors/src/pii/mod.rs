@@ -344,7 +344,7 @@ impl Processor for PiiProcessor {
         match &mut payload {
             Payload::Traces(resources) => self.sanitize_traces(resources),
             Payload::Logs(resources) => self.sanitize_logs(resources),
-            Payload::Metrics(_) => {}
+            Payload::Metrics(_) | Payload::Alerts(_) => {}
         }
         out.push(payload);
     }

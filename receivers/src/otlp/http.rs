@@ -276,7 +276,8 @@ fn success(signal: Signal, encoding: Encoding, rejected: Rejected) -> Response {
     let body = match signal {
         Signal::Traces => encode_response(encoding, &rejected.into_trace_response()),
         Signal::Metrics => encode_response(encoding, &rejected.into_metrics_response()),
-        Signal::Logs => encode_response(encoding, &rejected.into_logs_response()),
+        // The OTLP routes are the only callers, so this is the logs route.
+        Signal::Logs | Signal::Alerts => encode_response(encoding, &rejected.into_logs_response()),
     };
     (
         StatusCode::OK,

@@ -32,7 +32,7 @@ use serde::{Deserialize, Deserializer};
 pub fn factory() -> ReceiverFactory {
     ReceiverFactory {
         kind: "otlp",
-        signals: &Signal::ALL,
+        signals: &Signal::OTLP,
         build: |_id: &ComponentId, raw| {
             let config: OtlpReceiverConfig = parse_config(raw)?;
             config.check()?;

@@ -1,0 +1,178 @@
+//! A sliding window kept incrementally: the window is cut into
+//! `SLOTS_PER_WINDOW` slots, each holding the aggregates of its samples,
+//! in a ring. Adding a sample touches one slot; reading the window merges
+//! at most `SLOTS_PER_WINDOW` of them. Nothing is ever rescanned.
+
+use super::sketch::Sketch;
+
+/// Slots per window: the window slides in steps of a twelfth of itself
+/// (25 s for 5 minutes, 5 minutes for an hour).
+pub const SLOTS_PER_WINDOW: u64 = 12;
+
+/// One sample of a rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub value: f64,
+    pub failed: bool,
+    /// Worth naming in the alert: a failure, or a value past the warning
+    /// threshold.
+    pub notable: bool,
+    pub trace_id: [u8; 16],
+}
+
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// Which slot of time this is; stale once older than a window.
+    index: u64,
+    count: u64,
+    failed: u64,
+    sum: f64,
+    max: f64,
+    sketch: Option<Sketch>,
+    examples: Vec<[u8; 16]>,
+}
+
+/// The aggregates of a window's samples.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub count: u64,
+    pub failed: u64,
+    pub sum: f64,
+    pub max: f64,
+    pub sketch: Option<Sketch>,
+    /// Newest last.
+    pub examples: Vec<[u8; 16]>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Window {
+    slots: Vec<Slot>,
+    keep_sketch: bool,
+    max_examples: usize,
+}
+
+impl Window {
+    pub fn new(keep_sketch: bool, max_examples: usize) -> Window {
+        Window {
+            slots: vec![Slot::default(); SLOTS_PER_WINDOW as usize],
+            keep_sketch,
+            max_examples,
+        }
+    }
+
+    pub fn add(&mut self, index: u64, sample: Sample) {
+        let slot = &mut self.slots[(index % SLOTS_PER_WINDOW) as usize];
+        if slot.index != index || slot.count == 0 {
+            *slot = Slot {
+                index,
+                sketch: self.keep_sketch.then(Sketch::default),
+                ..Slot::default()
+            };
+        }
+        slot.count += 1;
+        slot.failed += u64::from(sample.failed);
+        slot.sum += sample.value;
+        slot.max = slot.max.max(sample.value);
+        if let Some(sketch) = &mut slot.sketch {
+            sketch.add(sample.value);
+        }
+        if sample.notable && self.max_examples > 0 && slot.examples.last() != Some(&sample.trace_id)
+        {
+            if slot.examples.len() == self.max_examples {
+                slot.examples.remove(0);
+            }
+            slot.examples.push(sample.trace_id);
+        }
+    }
+
+    /// The samples of the window that ends with slot `current`.
+    pub fn summary(&self, current: u64) -> Summary {
+        let mut live: Vec<&Slot> = self
+            .slots
+            .iter()
+            .filter(|s| s.count > 0 && s.index <= current && s.index + SLOTS_PER_WINDOW > current)
+            .collect();
+        live.sort_by_key(|s| s.index);
+        let mut summary = Summary {
+            sketch: self.keep_sketch.then(Sketch::default),
+            ..Summary::default()
+        };
+        for slot in live {
+            summary.count += slot.count;
+            summary.failed += slot.failed;
+            summary.sum += slot.sum;
+            summary.max = summary.max.max(slot.max);
+            if let (Some(total), Some(sketch)) = (&mut summary.sketch, &slot.sketch) {
+                total.merge(sketch);
+            }
+            summary.examples.extend(&slot.examples);
+        }
+        summary.examples = newest_distinct(&summary.examples, self.max_examples);
+        summary
+    }
+
+    /// The sum of the samples in slots `first..first + SLOTS_PER_WINDOW`,
+    /// for as long as they have not been overwritten.
+    pub fn sum_of_window_from(&self, first: u64) -> f64 {
+        self.slots
+            .iter()
+            .filter(|s| s.count > 0 && s.index >= first && s.index < first + SLOTS_PER_WINDOW)
+            .map(|s| s.sum)
+            .sum()
+    }
+
+    /// No sample in the window ending at `current`.
+    pub fn is_empty_at(&self, current: u64) -> bool {
+        !self
+            .slots
+            .iter()
+            .any(|s| s.count > 0 && s.index + SLOTS_PER_WINDOW > current)
+    }
+}
+
+/// The last `max` distinct ids, oldest first.
+fn newest_distinct(ids: &[[u8; 16]], max: usize) -> Vec<[u8; 16]> {
+    let mut kept: Vec<[u8; 16]> = Vec::with_capacity(max);
+    for id in ids.iter().rev() {
+        if kept.len() == max {
+            break;
+        }
+        if !kept.contains(id) {
+            kept.push(*id);
+        }
+    }
+    kept.reverse();
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(value: f64, failed: bool) -> Sample {
+        Sample {
+            value,
+            failed,
+            notable: failed,
+            trace_id: [value as u8; 16],
+        }
+    }
+
+    #[test]
+    fn the_window_slides_slot_by_slot() {
+        let mut window = Window::new(false, 2);
+        window.add(0, sample(1.0, true));
+        window.add(5, sample(2.0, false));
+        window.add(11, sample(4.0, true));
+        let all = window.summary(11);
+        assert_eq!((all.count, all.failed, all.sum, all.max), (3, 2, 7.0, 4.0));
+        assert_eq!(all.examples, vec![[1; 16], [4; 16]]);
+        // Slot 0 leaves the window at slot 12.
+        assert_eq!(window.summary(12).count, 2);
+        window.add(12, sample(8.0, false));
+        assert_eq!(window.summary(12).sum, 14.0);
+        assert!(!window.is_empty_at(22));
+        assert!(window.is_empty_at(24));
+        assert_eq!(window.sum_of_window_from(0), 6.0);
+    }
+}
