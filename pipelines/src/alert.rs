@@ -120,6 +120,10 @@ pub struct Alert {
     pub summary: String,
     pub observed: f64,
     pub threshold: f64,
+    /// `observed` and `threshold` as people read them: `19.8%`, `1250 ms`,
+    /// `$12.40/h`.
+    pub observed_text: String,
+    pub threshold_text: String,
     /// `>`, `>=`, `<` or `<=`.
     pub comparison: String,
     /// The window the value was measured over, as text (`5m`).
@@ -225,6 +229,8 @@ impl Alert {
             summary: "error_rate is 20.00% (> 15.00%) over 5m".into(),
             observed: 0.2,
             threshold: 0.15,
+            observed_text: "20.0%".into(),
+            threshold_text: "15.0%".into(),
             comparison: ">".into(),
             window: "5m".into(),
             runbook_url: None,

@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod alert_receivers;
+mod alerts;
 mod backpressure;
 mod cost;
 mod fake_openai;

@@ -26,8 +26,9 @@ pub struct ThresholdConfig {
     #[serde(with = "humantime_serde")]
     pub repeat_interval: Duration,
     /// A warning still firing after this is sent to the critical route
-    /// (ALERT_ESCALATION_TIMEOUT, 300 s).
-    #[serde(with = "humantime_serde")]
+    /// (ALERT_ESCALATION_TIMEOUT, 300 s). Takes `5m` or, as the design
+    /// documents' variable has it, a number of seconds.
+    #[serde(deserialize_with = "seconds_or_duration")]
     pub escalation_timeout: Duration,
     /// Include the design documents' rules. `rules` adds to them; a rule
     /// with a default's name replaces it.
@@ -71,6 +72,24 @@ impl Default for ThresholdConfig {
             max_groups_per_rule: 1000,
             routes: BTreeMap::new(),
         }
+    }
+}
+
+fn seconds_or_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(u64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
+        Raw::Text(text) => match text.trim().parse::<u64>() {
+            Ok(seconds) => Ok(Duration::from_secs(seconds)),
+            Err(_) => humantime::parse_duration(&text).map_err(serde::de::Error::custom),
+        },
     }
 }
 

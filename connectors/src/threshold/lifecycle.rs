@@ -37,6 +37,8 @@ pub struct Firing {
     /// `None` until the first notification has gone out.
     pub last_sent: Option<Instant>,
     pub sent_severity: AlertSeverity,
+    /// The highest severity sent: what the resolution reports.
+    pub peak_severity: AlertSeverity,
     pub escalated: bool,
     /// The routes that have heard it fire, which hear it resolve.
     pub heard: Vec<AlertSeverity>,
@@ -81,6 +83,7 @@ impl Phase {
                 starts_at: wall,
                 last_sent: None,
                 sent_severity: level,
+                peak_severity: level,
                 escalated: false,
                 heard: Vec::new(),
             });
@@ -96,7 +99,7 @@ impl Phase {
         match previous {
             Phase::Firing(firing) if firing.last_sent.is_some() => Some(Notify {
                 reason: NotificationReason::Resolved,
-                severity: firing.sent_severity,
+                severity: firing.peak_severity,
                 routes: firing.heard,
                 starts_at: firing.starts_at,
             }),
@@ -112,9 +115,12 @@ impl Firing {
             None if firing_for < timing.group_wait => return None,
             None => (NotificationReason::Firing, level),
             Some(_) if level > self.sent_severity => (NotificationReason::SeverityRaised, level),
+            // One that the critical route has already heard needs no
+            // escalation, even if it has since eased to a warning.
             Some(_)
                 if level == AlertSeverity::Warning
                     && !self.escalated
+                    && !self.heard.contains(&AlertSeverity::Critical)
                     && !timing.escalation_timeout.is_zero()
                     && firing_for >= timing.escalation_timeout =>
             {
@@ -133,6 +139,7 @@ impl Firing {
         };
         self.last_sent = Some(now);
         self.sent_severity = level;
+        self.peak_severity = self.peak_severity.max(level);
         if !self.heard.contains(&route) {
             self.heard.push(route);
             self.heard.sort();

@@ -58,6 +58,9 @@ struct Group {
     day_samples: u64,
     phase: Phase,
     last_value: Option<f64>,
+    /// The most urgent class notified in this episode, which the
+    /// resolution repeats.
+    peak_class: Option<IncidentClass>,
 }
 
 /// A group's value at one evaluation.
@@ -241,6 +244,7 @@ impl Rule {
             day_samples: 0,
             phase: Phase::Inactive,
             last_value: None,
+            peak_class: None,
         }
     }
 
@@ -263,7 +267,16 @@ impl Rule {
                 .phase
                 .step(level, self.hold_for, timing, now.instant, now.wall);
             if let Some(notify) = notify {
-                alerts.push(self.alert(&group, &observation, notify, now.wall));
+                let alert = self.alert(&group, &observation, notify, now.wall);
+                // P1 is the most urgent, and the smallest.
+                let class = alert.incident_class;
+                group.peak_class = match alert.status {
+                    AlertStatus::Firing => {
+                        Some(group.peak_class.map_or(class, |peak| peak.min(class)))
+                    }
+                    AlertStatus::Resolved => None,
+                };
+                alerts.push(alert);
             }
             if self.is_idle(&group, slot) {
                 idle.push(key);
@@ -415,11 +428,16 @@ impl Rule {
             metric: self.metric.as_str().to_string(),
             severity: notify.severity,
             routes: notify.routes,
-            incident_class: self.incident_class(notify.severity, observed),
+            incident_class: match (resolved, group.peak_class) {
+                (true, Some(class)) => class,
+                _ => self.incident_class(notify.severity, observed),
+            },
             group_labels: group.labels.clone(),
             summary,
             observed,
             threshold,
+            observed_text: self.format_value(observed),
+            threshold_text: self.format_value(threshold),
             comparison: self.comparison.as_str().to_string(),
             window,
             runbook_url: self.runbook_url.clone(),

@@ -552,4 +552,8 @@ fn bad_rules_are_config_errors_at_their_key() {
         check("rules:\n  - {name: x, metric: error_rate, warning: 0.1, colour: red}\n").is_some()
     );
     assert!(check("{}").is_none());
+    // ALERT_ESCALATION_TIMEOUT is in seconds.
+    let raw: serde_yaml::Value = serde_yaml::from_str("escalation_timeout: 300").unwrap();
+    let config: ThresholdConfig = parse_config(raw).unwrap();
+    assert_eq!(config.escalation_timeout, Duration::from_secs(300));
 }
