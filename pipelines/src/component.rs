@@ -155,6 +155,31 @@ pub fn parse_config<T: DeserializeOwned>(raw: serde_yaml::Value) -> Result<T, Bu
     })
 }
 
+/// Splits `keys` out of a component's raw config: the first value holds
+/// them, the second the rest. Shared settings (the exporter helper's, the
+/// alert routing) are taken this way before the component's own struct,
+/// with its `deny_unknown_fields`, sees the remainder.
+pub fn split_keys(
+    raw: serde_yaml::Value,
+    keys: &[&str],
+) -> Result<(serde_yaml::Value, serde_yaml::Value), BuildError> {
+    let mut own = match raw {
+        serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+        serde_yaml::Value::Mapping(map) => map,
+        _ => return Err(BuildError::new("expected a mapping")),
+    };
+    let mut taken = serde_yaml::Mapping::new();
+    for key in keys {
+        if let Some(value) = own.remove(*key) {
+            taken.insert(serde_yaml::Value::String(key.to_string()), value);
+        }
+    }
+    Ok((
+        serde_yaml::Value::Mapping(taken),
+        serde_yaml::Value::Mapping(own),
+    ))
+}
+
 /// serde reports an unknown field at the path of the struct that holds it;
 /// the field itself is only named in the message.
 fn unknown_field_name(message: &str) -> Option<&str> {

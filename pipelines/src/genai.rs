@@ -64,6 +64,9 @@ pub const TOKEN_TYPES: [(&str, &str); 5] = [
     ("gen_ai.usage.reasoning.output_tokens", "reasoning"),
 ];
 
+/// The lengths of the keys `SpanFields` reads.
+const FIELD_KEY_LENGTHS: [usize; 9] = [17, 18, 20, 21, 22, 25, 26, 36, 40];
+
 /// The normalised attributes that the metric-minded components read (the
 /// `prometheus` exporter, the `threshold` connector), found in one pass
 /// over a span's attributes rather than one search each.
@@ -85,6 +88,13 @@ impl<'a> SpanFields<'a> {
     pub fn of(attributes: &'a [KeyValue]) -> SpanFields<'a> {
         let mut fields = SpanFields::default();
         for attribute in attributes {
+            // Exporters read spans long after the processors did, so each
+            // key's bytes are a cache miss; the length is in the attribute
+            // itself, and rules out most keys unread.
+            let key = attribute.key.as_str();
+            if !FIELD_KEY_LENGTHS.contains(&key.len()) {
+                continue;
+            }
             let Some(value) = attribute.value.as_ref().and_then(|v| v.value.as_ref()) else {
                 continue;
             };
@@ -92,7 +102,7 @@ impl<'a> SpanFields<'a> {
                 AnyValue::StringValue(s) => Some(s.as_str()),
                 _ => None,
             };
-            match attribute.key.as_str() {
+            match key {
                 "lookout.genai.kind" => fields.kind = text(),
                 "gen_ai.operation.name" => fields.operation = text(),
                 "gen_ai.agent.name" => fields.agent = text(),
@@ -153,7 +163,25 @@ pub fn amount(value: &AnyValue) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_content_key;
+    use super::{FIELD_KEY_LENGTHS, TOKEN_TYPES, is_content_key};
+
+    #[test]
+    fn field_key_lengths_cover_every_key_read() {
+        let keys = [
+            "lookout.genai.kind",
+            "gen_ai.operation.name",
+            "gen_ai.agent.name",
+            "gen_ai.request.model",
+            "gen_ai.response.model",
+            "gen_ai.provider.name",
+            "gen_ai.workflow.name",
+            "gen_ai.usage.cost",
+            "lookout.trace.cost_usd",
+        ];
+        for key in keys.iter().chain(TOKEN_TYPES.iter().map(|(key, _)| key)) {
+            assert!(FIELD_KEY_LENGTHS.contains(&key.len()), "{key}");
+        }
+    }
 
     #[test]
     fn matches_names_and_families() {

@@ -110,14 +110,11 @@ fn check_escaped(text: &str) -> Result<(), String> {
     let mut rest = text;
     while let Some(at) = rest.find(['&', '<', '>']) {
         let tail = &rest[at..];
-        if tail.starts_with('&') {
-            if !["&amp;", "&lt;", "&gt;"]
-                .iter()
-                .any(|e| tail.starts_with(e))
-            {
+        if let Some(after) = tail.strip_prefix('&') {
+            if !["amp;", "lt;", "gt;"].iter().any(|e| after.starts_with(e)) {
                 return Err(format!("invalid_blocks: unescaped & in {text:?}"));
             }
-            rest = &tail[1..];
+            rest = after;
         } else if tail.starts_with('<') {
             let close = tail.find('>').ok_or("invalid_blocks: unclosed <")?;
             let inner = &tail[1..close];

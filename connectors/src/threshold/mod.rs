@@ -62,7 +62,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,6 +76,7 @@ use lookout_pipelines::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use time::OffsetDateTime;
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 pub use config::{MetricKind, RuleConfig, ThresholdConfig, default_rules};
@@ -288,14 +289,9 @@ fn log_notification(alert: &Alert) {
     }
 }
 
-fn lock(evaluator: &Mutex<Evaluator>) -> std::sync::MutexGuard<'_, Evaluator> {
-    // A panic mid-update leaves counters at worst slightly off; alerting
-    // must carry on.
-    evaluator.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The exporter end: aggregates spans. It never fails, so the exporter
-/// helper never retries it.
+/// helper never retries it. The lock is tokio's: the helper's consumers
+/// that wait for it yield their worker thread instead of sleeping on it.
 struct SpanIntake {
     evaluator: Arc<Mutex<Evaluator>>,
 }
@@ -304,7 +300,10 @@ struct SpanIntake {
 impl Exporter for SpanIntake {
     async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
         if let Payload::Traces(resources) = payload {
-            lock(&self.evaluator).ingest(resources, Instant::now());
+            self.evaluator
+                .lock()
+                .await
+                .ingest(resources, Instant::now());
         }
         Ok(())
     }
@@ -333,7 +332,7 @@ impl Receiver for AlertSource {
                     _ = ticks.tick() => {}
                     _ = ctx.shutdown.cancelled() => break,
                 }
-                outbox.extend(lock(&self.evaluator).evaluate(Instant::now()));
+                outbox.extend(self.evaluator.lock().await.evaluate(Instant::now()));
                 deliver(&consumer, &mut outbox, &ctx.id);
             }
             deliver(&consumer, &mut outbox, &ctx.id);

@@ -2,6 +2,7 @@
 //! day total, and its lifecycle; and the alert it sends.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use lookout_pipelines::alert::{
@@ -40,7 +41,7 @@ pub struct Rule {
     quota_unit: QuotaUnit,
     max_groups: usize,
     max_examples: usize,
-    groups: HashMap<u64, Group>,
+    groups: HashMap<u64, Group, BuildHasherDefault<KeyIsHash>>,
     pub dropped_samples: metrics::Counter,
 }
 
@@ -122,7 +123,7 @@ impl Rule {
             quota_unit: config.quota_unit,
             max_groups,
             max_examples,
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             dropped_samples,
             name: config.name,
             metric: config.metric,
@@ -176,7 +177,7 @@ impl Rule {
     }
 
     /// The sample's value, or `None` when the span has nothing to measure.
-    fn sample(&self, span: &SpanView) -> Option<Sample> {
+    fn sample<'a>(&self, span: &SpanView<'a>) -> Option<Sample<'a>> {
         let value = match self.metric {
             MetricKind::ErrorRate | MetricKind::RequestCount => 1.0,
             MetricKind::LatencyAvg | MetricKind::LatencyP95 => span.duration_ms,
@@ -511,6 +512,27 @@ impl Group {
 
 fn hex(id: &[u8; 16]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The groups' keys are FNV hashes already: hashing them again per span
+/// would be wasted work.
+#[derive(Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 /// FNV-1a: stable across builds and platforms, so fingerprints survive

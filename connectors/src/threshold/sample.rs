@@ -20,7 +20,8 @@ pub struct SpanView<'a> {
     /// The whole trace's cost, written by the `cost` processor on roots.
     pub trace_cost: Option<f64>,
     pub tokens: Option<f64>,
-    pub trace_id: [u8; 16],
+    /// Borrowed, and copied only for the few samples an alert names.
+    pub trace_id: &'a [u8],
 }
 
 impl<'a> SpanView<'a> {
@@ -32,10 +33,6 @@ impl<'a> SpanView<'a> {
         labels[Label::Provider as usize] = fields.provider.filter(|p| !p.is_empty());
         labels[Label::Service as usize] = service.filter(|s| !s.is_empty());
         labels[Label::Operation as usize] = fields.operation.filter(|o| !o.is_empty());
-        let mut trace_id = [0; 16];
-        if span.trace_id.len() == 16 {
-            trace_id.copy_from_slice(&span.trace_id);
-        }
         SpanView {
             labels,
             is_agent: fields.is_agent(),
@@ -53,7 +50,7 @@ impl<'a> SpanView<'a> {
             cost: fields.cost,
             trace_cost: fields.trace_cost,
             tokens: fields.total_tokens(),
-            trace_id,
+            trace_id: &span.trace_id,
         }
     }
 

@@ -11,13 +11,13 @@ pub const SLOTS_PER_WINDOW: u64 = 12;
 
 /// One sample of a rule.
 #[derive(Debug, Clone, Copy)]
-pub struct Sample {
+pub struct Sample<'a> {
     pub value: f64,
     pub failed: bool,
     /// Worth naming in the alert: a failure, or a value past the warning
     /// threshold.
     pub notable: bool,
-    pub trace_id: [u8; 16],
+    pub trace_id: &'a [u8],
 }
 
 #[derive(Debug, Clone, Default)]
@@ -76,12 +76,15 @@ impl Window {
         if let Some(sketch) = &mut slot.sketch {
             sketch.add(sample.value);
         }
-        if sample.notable && self.max_examples > 0 && slot.examples.last() != Some(&sample.trace_id)
+        if sample.notable
+            && self.max_examples > 0
+            && let Ok(trace_id) = <[u8; 16]>::try_from(sample.trace_id)
+            && slot.examples.last() != Some(&trace_id)
         {
             if slot.examples.len() == self.max_examples {
                 slot.examples.remove(0);
             }
-            slot.examples.push(sample.trace_id);
+            slot.examples.push(trace_id);
         }
     }
 
@@ -149,12 +152,16 @@ fn newest_distinct(ids: &[[u8; 16]], max: usize) -> Vec<[u8; 16]> {
 mod tests {
     use super::*;
 
-    fn sample(value: f64, failed: bool) -> Sample {
+    const IDS: [[u8; 16]; 9] = [
+        [0; 16], [1; 16], [2; 16], [3; 16], [4; 16], [5; 16], [6; 16], [7; 16], [8; 16],
+    ];
+
+    fn sample(value: f64, failed: bool) -> Sample<'static> {
         Sample {
             value,
             failed,
             notable: failed,
-            trace_id: [value as u8; 16],
+            trace_id: &IDS[value as usize],
         }
     }
 

@@ -6,7 +6,7 @@ pub mod slack;
 pub mod webhook;
 
 use lookout_pipelines::alert::{Alert, AlertSeverity, AlertStatus};
-use lookout_pipelines::component::parse_config;
+use lookout_pipelines::component::{parse_config, split_keys};
 use lookout_pipelines::{BuildError, ExportError};
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -46,25 +46,15 @@ impl Routing {
     /// Takes the routing keys out of an exporter's raw config, as the
     /// exporter helper takes its own, and returns the rest.
     pub fn split_from(raw: Value) -> Result<(Routing, Value), BuildError> {
-        let mut own = match raw {
-            Value::Null => serde_yaml::Mapping::new(),
-            Value::Mapping(map) => map,
-            _ => return Err(BuildError::new("expected a mapping")),
-        };
-        let mut routing = serde_yaml::Mapping::new();
-        for key in ROUTING_KEYS {
-            if let Some(value) = own.remove(key) {
-                routing.insert(Value::String(key.to_string()), value);
-            }
-        }
-        let routing: Routing = parse_config(Value::Mapping(routing))?;
+        let (routing, own) = split_keys(raw, &ROUTING_KEYS)?;
+        let routing: Routing = parse_config(routing)?;
         if routing.severities.is_empty() {
             return Err(BuildError::at(
                 &["severities"],
                 "list at least one of warning, critical",
             ));
         }
-        Ok((routing, Value::Mapping(own)))
+        Ok((routing, own))
     }
 
     /// The alerts of a payload that this exporter delivers.
@@ -75,6 +65,28 @@ impl Routing {
             .filter(|alert| alert.is_routed_to(exporter, &self.severities))
             .collect()
     }
+}
+
+/// Parses an endpoint of a notification exporter. The URL may hold a
+/// secret (Slack's does), so the error never echoes it.
+pub fn endpoint_url(key: &str, text: &str) -> Result<reqwest::Url, BuildError> {
+    reqwest::Url::parse(text)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .ok_or_else(|| BuildError::at(&[key], "not an http(s) URL"))
+}
+
+/// The HTTP client of a notification exporter: the helper's timeout per
+/// attempt, and headers marked sensitive.
+pub fn http_client(
+    timeout: std::time::Duration,
+    headers: http::HeaderMap,
+) -> Result<reqwest::Client, BuildError> {
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(timeout)
+        .build()
+        .map_err(|err| BuildError::new(format!("cannot build an HTTP client: {err}")))
 }
 
 /// POSTs a JSON body. A 2xx is delivered; 429, 5xx and timeouts are

@@ -25,7 +25,7 @@ use lookout_pipelines::{
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{Routing, clip, facts, post_json};
+use super::{Routing, clip, endpoint_url, facts, http_client, post_json};
 
 /// Block Kit's limits.
 const HEADER_MAX: usize = 150;
@@ -66,15 +66,8 @@ impl SlackExporter {
         routing: Routing,
         helper: &ExporterHelperConfig,
     ) -> Result<SlackExporter, BuildError> {
-        // The URL is the secret: say what is wrong without echoing it.
-        let url = reqwest::Url::parse(&config.webhook_url)
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https"))
-            .ok_or_else(|| BuildError::at(&["webhook_url"], "not an http(s) URL"))?;
-        let client = reqwest::Client::builder()
-            .timeout(helper.timeout)
-            .build()
-            .map_err(|err| BuildError::new(format!("cannot build an HTTP client: {err}")))?;
+        let url = endpoint_url("webhook_url", &config.webhook_url)?;
+        let client = http_client(helper.timeout, http::HeaderMap::new())?;
         Ok(SlackExporter {
             id: id.to_string(),
             url,

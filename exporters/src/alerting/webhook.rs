@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use time::format_description::well_known::Rfc3339;
 
-use super::{Routing, post_json};
+use super::{Routing, endpoint_url, http_client, post_json};
 
 /// Alertmanager's `endsAt` while an alert fires: Go's zero time.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -73,10 +73,7 @@ impl WebhookExporter {
         routing: Routing,
         helper: &ExporterHelperConfig,
     ) -> Result<WebhookExporter, BuildError> {
-        let url = reqwest::Url::parse(&config.url)
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https"))
-            .ok_or_else(|| BuildError::at(&["url"], "not an http(s) URL"))?;
+        let url = endpoint_url("url", &config.url)?;
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
             let header = HeaderName::try_from(name.as_str())
@@ -87,11 +84,7 @@ impl WebhookExporter {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(helper.timeout)
-            .build()
-            .map_err(|err| BuildError::new(format!("cannot build an HTTP client: {err}")))?;
+        let client = http_client(helper.timeout, headers)?;
         Ok(WebhookExporter {
             id: id.to_string(),
             url,

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::component::{BuildError, ComponentId, ExportError, Exporter, parse_config};
+use crate::component::{BuildError, ComponentId, ExportError, Exporter, parse_config, split_keys};
 use crate::payload::Payload;
 use crate::stage_channel::Backpressure;
 use crate::telemetry::health::{HealthReporter, Status};
@@ -85,20 +85,10 @@ impl ExporterHelperConfig {
     /// Takes the helper's keys out of an exporter's raw config and returns
     /// them parsed, with the rest for the exporter's own factory.
     pub fn split_from(raw: Value) -> Result<(ExporterHelperConfig, Value), BuildError> {
-        let mut own = match raw {
-            Value::Null => serde_yaml::Mapping::new(),
-            Value::Mapping(map) => map,
-            _ => return Err(BuildError::new("expected a mapping")),
-        };
-        let mut helper = serde_yaml::Mapping::new();
-        for key in HELPER_KEYS {
-            if let Some(value) = own.remove(key) {
-                helper.insert(Value::String(key.to_string()), value);
-            }
-        }
-        let config: ExporterHelperConfig = parse_config(Value::Mapping(helper))?;
+        let (helper, own) = split_keys(raw, &HELPER_KEYS)?;
+        let config: ExporterHelperConfig = parse_config(helper)?;
         config.check()?;
-        Ok((config, Value::Mapping(own)))
+        Ok((config, own))
     }
 
     fn check(&self) -> Result<(), BuildError> {
