@@ -325,3 +325,68 @@ async fn sqlx_rows(path: &std::path::Path) -> Vec<(String, Option<String>)> {
     pool.close().await;
     rows
 }
+
+const METRICS_CONFIG: &str = "\
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: {http}
+connectors:
+  threshold:
+    evaluation_interval: 200ms
+    group_wait: 0s
+    default_rules: false
+    rules:
+      - name: model_errors
+        metric: error_rate
+        source: metrics
+        group_by: [model]
+        window: 1m
+        warning: 0.05
+        critical: 0.15
+        min_samples: 20
+exporters:
+  webhook:
+    url: http://RECEIVERS/alertmanager
+service:
+  telemetry:
+    metrics:
+      endpoint: {telemetry}
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [threshold]
+    alerts:
+      receivers: [threshold]
+      exporters: [webhook]
+";
+
+/// The GenAI client metrics, as the OpenTelemetry Python SDK exports them
+/// (cumulative), alert like spans do.
+#[tokio::test(flavor = "multi_thread")]
+async fn genai_client_metrics_raise_an_alert() {
+    let receivers = AlertReceivers::start().await;
+    let config = METRICS_CONFIG.replace("RECEIVERS", &receivers.addr.to_string());
+    let mut daemon = Daemon::start(&config).await;
+    let endpoint = format!("http://{}", daemon.http);
+    tokio::task::spawn_blocking(move || run_python("genai_metrics.py", &["--endpoint", &endpoint]))
+        .await
+        .unwrap();
+    let fired = eventually(Duration::from_secs(10), || {
+        !receivers.received.lock().unwrap().alertmanager.is_empty()
+    })
+    .await;
+    assert!(fired, "{}", daemon.log());
+    let payload = receivers.received.lock().unwrap().alertmanager[0].clone();
+    daemon.terminate().await;
+    assert_eq!(payload["commonLabels"]["model"], "gpt-4o", "{payload}");
+    assert_eq!(payload["commonLabels"]["severity"], "critical", "{payload}");
+    // 20 failures in 105 calls: the series started after the daemon, so
+    // their first points count whole.
+    let observed: f64 = payload["commonAnnotations"]["observed_value"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!((observed - 20.0 / 105.0).abs() < 1e-9, "{payload}");
+}

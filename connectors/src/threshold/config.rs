@@ -157,6 +157,18 @@ impl MetricKind {
     }
 }
 
+/// What a rule reads: spans, or the OTel GenAI client metrics that SDKs
+/// export (`gen_ai.client.operation.duration` for calls, errors and
+/// latency; `gen_ai.client.token.usage` for tokens). An application that
+/// sends both would be counted twice, so each rule reads one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    #[default]
+    Spans,
+    Metrics,
+}
+
 /// Which spans a rule samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -271,6 +283,8 @@ pub struct IncidentClasses {
 pub struct RuleConfig {
     pub name: String,
     pub metric: MetricKind,
+    #[serde(default)]
+    pub source: Source,
     /// Which spans are samples; each metric has a default.
     #[serde(default)]
     pub spans: Option<SpanSelector>,
@@ -327,6 +341,7 @@ impl RuleConfig {
         RuleConfig {
             name: name.into(),
             metric,
+            source: Source::Spans,
             spans: None,
             filters: BTreeMap::new(),
             group_by: Vec::new(),
@@ -533,6 +548,31 @@ impl RuleConfig {
                 "daily_budget_used needs a positive `daily_budget_usd` here or on the connector"
                     .into(),
             ));
+        }
+        if self.source == Source::Metrics {
+            if !matches!(
+                self.metric,
+                MetricKind::ErrorRate
+                    | MetricKind::RequestCount
+                    | MetricKind::LatencyAvg
+                    | MetricKind::LatencyP95
+                    | MetricKind::TokensPerHour
+                    | MetricKind::ApiQuotaUsed
+            ) {
+                return Err((
+                    "source",
+                    format!(
+                        "{} is measured from spans only: the GenAI client metrics carry no cost",
+                        self.metric.as_str()
+                    ),
+                ));
+            }
+            if self.spans.is_some() {
+                return Err((
+                    "spans",
+                    "selects spans; a metrics rule reads model calls".into(),
+                ));
+            }
         }
         if self.metric == MetricKind::ApiQuotaUsed && self.quota.is_none_or(|q| q <= 0.0) {
             return Err((

@@ -1,5 +1,6 @@
-//! The `threshold` connector: ends a traces pipeline, evaluates alert
-//! rules over the spans, and starts an `alerts` pipeline whose exporters
+//! The `threshold` connector: ends a traces (and metrics) pipeline,
+//! evaluates alert rules over the spans (or, for rules with `source:
+//! metrics`, the OTel GenAI client metrics; see `points`), and starts an `alerts` pipeline whose exporters
 //! (`slack`, `email`, `webhook`, `postgres`, `sqlite`, `debug`) deliver
 //! the notifications.
 //!
@@ -19,6 +20,7 @@
 //!       warning: [slack/monitoring]
 //!     rules:                     # added to the defaults; the same name replaces one
 //!       - name: qualifier_errors
+//!         source: spans          # or metrics: the OTel GenAI client metrics (see `points`)
 //!         metric: error_rate     # error_rate, latency_avg, latency_p95, cost_per_hour,
 //!                                # cost_per_call, tokens_per_hour, daily_budget_used,
 //!                                # cost_spike, api_quota_used, request_count
@@ -54,6 +56,7 @@
 
 mod config;
 mod lifecycle;
+mod points;
 mod rule;
 mod sample;
 mod sketch;
@@ -74,6 +77,7 @@ use lookout_pipelines::{
     Receiver, Refused, Signal,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -81,13 +85,14 @@ use tokio::time::Instant;
 
 pub use config::{MetricKind, RuleConfig, ThresholdConfig, default_rules};
 use lifecycle::Timing;
+use points::Deltas;
 use rule::{Now, Rule};
 use sample::SpanView;
 
 pub fn factory() -> ConnectorFactory {
     ConnectorFactory {
         kind: "threshold",
-        consumes: &[Signal::Traces],
+        consumes: &[Signal::Traces, Signal::Metrics],
         emits: &[Signal::Alerts],
         build: |id: &ComponentId, raw| {
             let config: ThresholdConfig = parse_config(raw)?;
@@ -143,6 +148,8 @@ pub struct Evaluator {
     time_zone: TimeZone,
     routes: Vec<(AlertSeverity, Vec<String>)>,
     connector: String,
+    deltas: Deltas,
+    dropped_series: metrics::Counter,
 }
 
 impl Evaluator {
@@ -168,6 +175,7 @@ impl Evaluator {
                 )
             })
             .collect();
+        let started = u64::try_from(clock.start_wall.as_nanosecond()).unwrap_or(0);
         Ok(Evaluator {
             rules,
             timing: Timing {
@@ -179,6 +187,11 @@ impl Evaluator {
             time_zone,
             routes: config.routes.clone().into_iter().collect(),
             connector: connector.to_string(),
+            deltas: Deltas::new(config.max_groups_per_rule * 10, started),
+            dropped_series: metrics::counter!(
+                "lookout_threshold_dropped_metric_points_total",
+                "connector" => connector.to_string(),
+            ),
         })
     }
 
@@ -217,6 +230,20 @@ impl Evaluator {
                 for (rule, slot) in self.rules.iter_mut().zip(&slots) {
                     rule.add(&view, *slot, now.day);
                 }
+            }
+        }
+    }
+
+    /// Aggregates a payload's GenAI client metrics into the rules that
+    /// read metrics.
+    pub fn ingest_metrics(&mut self, resources: &[ResourceMetrics], instant: Instant) {
+        let now = self.now(instant);
+        let (points, dropped) = self.deltas.views(resources);
+        self.dropped_series.increment(dropped as u64);
+        for rule in &mut self.rules {
+            let slot = rule.slot(&now);
+            for point in &points {
+                rule.add_point(point, slot, now.day);
             }
         }
     }
@@ -299,11 +326,11 @@ struct SpanIntake {
 #[async_trait]
 impl Exporter for SpanIntake {
     async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
-        if let Payload::Traces(resources) = payload {
-            self.evaluator
-                .lock()
-                .await
-                .ingest(resources, Instant::now());
+        let mut evaluator = self.evaluator.lock().await;
+        match payload {
+            Payload::Traces(resources) => evaluator.ingest(resources, Instant::now()),
+            Payload::Metrics(resources) => evaluator.ingest_metrics(resources, Instant::now()),
+            Payload::Logs(_) | Payload::Alerts(_) => {}
         }
         Ok(())
     }

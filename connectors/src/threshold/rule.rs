@@ -12,16 +12,18 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use super::config::{
-    Comparison, IncidentClasses, Label, MetricKind, QuotaUnit, RuleConfig, SpanSelector,
+    Comparison, IncidentClasses, Label, MetricKind, QuotaUnit, RuleConfig, Source, SpanSelector,
 };
 use super::lifecycle::{Notify, Phase, Timing};
-use super::sample::SpanView;
-use super::window::{SLOTS_PER_WINDOW, Sample, Window};
+use super::points::{Family, PointView};
+use super::sample::{Labels, SpanView};
+use super::window::{SLOTS_PER_WINDOW, Sample, Spread, Window};
 
 /// What every group of a rule shares.
 pub struct Rule {
     pub name: String,
     pub metric: MetricKind,
+    source: Source,
     selector: SpanSelector,
     /// Allowed values per label, indexed by `Label as usize`.
     filters: [Option<Vec<String>>; Label::COUNT],
@@ -105,6 +107,7 @@ impl Rule {
             "rule" => config.name.clone(),
         );
         Rule {
+            source: config.source,
             selector: config.spans.unwrap_or(config.metric.default_spans()),
             filters,
             group_by: config.group_by,
@@ -137,13 +140,64 @@ impl Rule {
 
     /// Feeds one span, if it is a sample of this rule.
     pub fn add(&mut self, span: &SpanView, slot: u64, day: u64) {
-        if !span.is(self.selector) || !self.passes_filters(span) {
+        if self.source != Source::Spans || !span.is(self.selector) {
             return;
         }
-        let Some(sample) = self.sample(span) else {
+        if let Some(sample) = self.sample(span) {
+            self.record(&span.labels, sample, slot, day);
+        }
+    }
+
+    /// Feeds one histogram data point's calls, if this rule reads metrics.
+    pub fn add_point(&mut self, point: &PointView, slot: u64, day: u64) {
+        if self.source != Source::Metrics {
             return;
+        }
+        let calls = point.count as f64;
+        let tokens = (point.sum, point.sum, Spread::One(point.sum));
+        let (sum, max, spread) = match (self.metric, point.family) {
+            (MetricKind::ErrorRate | MetricKind::RequestCount, Family::Duration) => {
+                (calls, 1.0, Spread::One(1.0))
+            }
+            (MetricKind::ApiQuotaUsed, Family::Duration)
+                if self.quota_unit == QuotaUnit::Requests =>
+            {
+                (calls, 1.0, Spread::One(1.0))
+            }
+            (MetricKind::LatencyAvg | MetricKind::LatencyP95, Family::Duration) => (
+                point.sum * 1000.0,
+                point.max.unwrap_or_default() * 1000.0,
+                Spread::Buckets {
+                    bounds: &point.bounds,
+                    counts: &point.bucket_counts,
+                    scale: 1000.0,
+                },
+            ),
+            (MetricKind::TokensPerHour, Family::TokenUsage) => tokens,
+            (MetricKind::ApiQuotaUsed, Family::TokenUsage)
+                if self.quota_unit == QuotaUnit::Tokens =>
+            {
+                tokens
+            }
+            _ => return,
         };
-        let Some(key) = self.group_key(span) else {
+        let sample = Sample {
+            count: point.count,
+            failed: if point.failed { point.count } else { 0 },
+            sum,
+            max,
+            spread,
+            notable: false,
+            trace_id: &[],
+        };
+        self.record(&point.labels, sample, slot, day);
+    }
+
+    fn record(&mut self, labels: &Labels, sample: Sample, slot: u64, day: u64) {
+        if !self.passes_filters(labels) {
+            return;
+        }
+        let Some(key) = self.group_key(labels) else {
             return;
         };
         if !self.groups.contains_key(&key) {
@@ -151,7 +205,7 @@ impl Rule {
                 self.dropped_samples.increment(1);
                 return;
             }
-            let group = self.new_group(span);
+            let group = self.new_group(labels);
             self.groups.insert(key, group);
         }
         let Some(group) = self.groups.get_mut(&key) else {
@@ -162,16 +216,16 @@ impl Rule {
         }
         if self.metric == MetricKind::DailyBudgetUsed {
             group.roll_day(day);
-            group.day_total += sample.value;
-            group.day_samples += 1;
+            group.day_total += sample.sum;
+            group.day_samples += sample.count;
         }
         group.window.add(slot, sample);
     }
 
-    fn passes_filters(&self, span: &SpanView) -> bool {
+    fn passes_filters(&self, labels: &Labels) -> bool {
         self.filters.iter().enumerate().all(|(index, allowed)| {
             allowed.as_ref().is_none_or(|values| {
-                span.labels[index].is_some_and(|value| values.iter().any(|v| v == value))
+                labels[index].is_some_and(|value| values.iter().any(|v| v == value))
             })
         })
     }
@@ -199,30 +253,25 @@ impl Rule {
                 .is_some_and(|t| self.comparison.holds(value, t)),
             _ => value > 0.0,
         };
-        Some(Sample {
-            value,
-            failed: span.failed,
-            notable,
-            trace_id: span.trace_id,
-        })
+        Some(Sample::one(value, span.failed, notable, span.trace_id))
     }
 
     /// A hash of the group's label values; `None` when one is missing.
-    fn group_key(&self, span: &SpanView) -> Option<u64> {
+    fn group_key(&self, labels: &Labels) -> Option<u64> {
         let mut hash = Fnv::default();
         for label in &self.group_by {
-            hash.write(span.label(*label)?.as_bytes());
+            hash.write(labels[*label as usize]?.as_bytes());
             hash.write(&[0xff]);
         }
         Some(hash.0)
     }
 
-    fn new_group(&self, span: &SpanView) -> Group {
+    fn new_group(&self, values: &Labels) -> Group {
         let labels: BTreeMap<String, String> = self
             .group_by
             .iter()
             .map(|label| {
-                let value = span.label(*label).unwrap_or_default();
+                let value = values[*label as usize].unwrap_or_default();
                 (label.as_str().to_string(), value.to_string())
             })
             .collect();
@@ -288,6 +337,16 @@ impl Rule {
             self.groups.remove(&key);
         }
         alerts
+    }
+
+    /// Samples in the window now, summed over the groups.
+    #[cfg(test)]
+    pub fn summary_for_test(&self, now: &Now) -> u64 {
+        let slot = self.slot(now);
+        self.groups
+            .values()
+            .map(|g| g.window.summary(slot).count)
+            .sum()
     }
 
     pub fn firing_count(&self) -> usize {

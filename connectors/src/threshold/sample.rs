@@ -6,10 +6,12 @@ use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 
 use super::config::{Label, SpanSelector};
 
+/// Label values, indexed by `Label as usize`.
+pub type Labels<'a> = [Option<&'a str>; Label::COUNT];
+
 /// One span as the rules see it, borrowed from the payload.
 pub struct SpanView<'a> {
-    /// Indexed by `Label as usize`.
-    pub labels: [Option<&'a str>; Label::COUNT],
+    pub labels: Labels<'a>,
     pub is_agent: bool,
     pub is_model_call: bool,
     pub is_tool: bool,
@@ -52,10 +54,6 @@ impl<'a> SpanView<'a> {
             tokens: fields.total_tokens(),
             trace_id: &span.trace_id,
         }
-    }
-
-    pub fn label(&self, label: Label) -> Option<&'a str> {
-        self.labels[label as usize]
     }
 
     pub fn is(&self, selector: SpanSelector) -> bool {

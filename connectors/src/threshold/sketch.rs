@@ -18,11 +18,18 @@ pub struct Sketch {
 
 impl Sketch {
     pub fn add(&mut self, value: f64) {
-        self.count += 1;
+        self.add_many(value, 1);
+    }
+
+    pub fn add_many(&mut self, value: f64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.count += count;
         if value.is_nan() || value <= SMALLEST {
-            self.zeros += 1;
+            self.zeros += count;
         } else {
-            *self.bins.entry(bin_of(value)).or_default() += 1;
+            *self.bins.entry(bin_of(value)).or_default() += count;
         }
     }
 

@@ -557,3 +557,178 @@ fn bad_rules_are_config_errors_at_their_key() {
     let config: ThresholdConfig = parse_config(raw).unwrap();
     assert_eq!(config.escalation_timeout, Duration::from_secs(300));
 }
+
+mod metrics_input {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
+        ScopeMetrics, metric::Data,
+    };
+
+    use super::*;
+
+    /// One histogram point of `name`, cumulative unless `delta`.
+    fn point(
+        name: &str,
+        attributes: Vec<KeyValue>,
+        count: u64,
+        sum: f64,
+        buckets: (Vec<f64>, Vec<u64>),
+        delta: bool,
+    ) -> Vec<ResourceMetrics> {
+        let temporality = if delta {
+            AggregationTemporality::Delta
+        } else {
+            AggregationTemporality::Cumulative
+        };
+        vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![string("service.name", "insighthub")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: name.into(),
+                    data: Some(Data::Histogram(Histogram {
+                        data_points: vec![HistogramDataPoint {
+                            attributes,
+                            start_time_unix_nano: 1,
+                            count,
+                            sum: Some(sum),
+                            explicit_bounds: buckets.0,
+                            bucket_counts: buckets.1,
+                            ..Default::default()
+                        }],
+                        aggregation_temporality: temporality as i32,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    }
+
+    fn model(name: &str) -> Vec<KeyValue> {
+        vec![
+            string("gen_ai.operation.name", "chat"),
+            string("gen_ai.request.model", name),
+        ]
+    }
+
+    fn failed(name: &str) -> Vec<KeyValue> {
+        let mut attributes = model(name);
+        attributes.push(string("error.type", "timeout"));
+        attributes
+    }
+
+    const DURATION: &str = "gen_ai.client.operation.duration";
+
+    #[tokio::test(start_paused = true)]
+    async fn cumulative_duration_points_count_calls_errors_and_latency() {
+        let rules = "
+  - {name: errors, metric: error_rate, source: metrics, group_by: [model], window: 1m, warning: 0.05, critical: 0.15}
+  - {name: p95, metric: latency_p95, source: metrics, window: 1m, warning: 500}
+  - {name: spans_only, metric: error_rate, window: 1m, warning: 0.01}
+";
+        let mut evaluator = evaluator(rules, "");
+        let none = (vec![], vec![]);
+        let buckets = |counts: Vec<u64>| (vec![0.1, 0.5, 1.0], counts);
+        // First points: the calls before Lookout saw the series, not counted.
+        evaluator.ingest_metrics(
+            &point(
+                DURATION,
+                model("gpt-4o"),
+                1000,
+                100.0,
+                buckets(vec![1000, 0, 0, 0]),
+                false,
+            ),
+            Instant::now(),
+        );
+        evaluator.ingest_metrics(
+            &point(DURATION, failed("gpt-4o"), 50, 5.0, none.clone(), false),
+            Instant::now(),
+        );
+        assert!(evaluator.evaluate(Instant::now()).is_empty());
+        // Then 80 more calls, 20 more failures: 20% of 100.
+        advance(Duration::from_secs(10)).await;
+        evaluator.ingest_metrics(
+            &point(
+                DURATION,
+                model("gpt-4o"),
+                1080,
+                150.0,
+                buckets(vec![1000, 10, 70, 0]),
+                false,
+            ),
+            Instant::now(),
+        );
+        evaluator.ingest_metrics(
+            &point(DURATION, failed("gpt-4o"), 70, 6.0, none, false),
+            Instant::now(),
+        );
+        let alerts = evaluator.evaluate(Instant::now());
+        let errors = alerts.iter().find(|a| a.rule == "errors").unwrap();
+        assert_eq!(errors.severity, AlertSeverity::Critical);
+        assert!((errors.observed - 0.2).abs() < 1e-9, "{}", errors.observed);
+        assert_eq!(errors.group_labels["model"], "gpt-4o");
+        assert!(errors.example_trace_ids.is_empty());
+        // 70 of the 80 new successful calls took 0.5-1 s: p95 at 750 ms.
+        let p95 = alerts.iter().find(|a| a.rule == "p95").unwrap();
+        assert!((p95.observed - 750.0).abs() < 10.0, "{}", p95.observed);
+        // A spans rule ignores metrics.
+        assert!(alerts.iter().all(|a| a.rule != "spans_only"));
+        // A restarted process (lower count) counts from zero again.
+        advance(Duration::from_secs(10)).await;
+        evaluator.ingest_metrics(
+            &point(
+                DURATION,
+                model("gpt-4o"),
+                5,
+                1.0,
+                buckets(vec![5, 0, 0, 0]),
+                false,
+            ),
+            Instant::now(),
+        );
+        let summary = evaluator.rules[0].summary_for_test(&evaluator.now(Instant::now()));
+        assert_eq!(summary, 105);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delta_token_usage_points_feed_tokens_per_hour() {
+        let rules = "  - {name: tokens, metric: tokens_per_hour, source: metrics, window: 1h, warning: 100000}\n";
+        let mut evaluator = evaluator(rules, "");
+        let input = vec![
+            string("gen_ai.token.type", "input"),
+            string("gen_ai.request.model", "gpt-4o"),
+        ];
+        evaluator.ingest_metrics(
+            &point(
+                "gen_ai.client.token.usage",
+                input,
+                40,
+                150_000.0,
+                (vec![], vec![]),
+                true,
+            ),
+            Instant::now(),
+        );
+        let alerts = evaluator.evaluate(Instant::now());
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].observed, 150_000.0);
+    }
+
+    #[test]
+    fn cost_rules_cannot_read_metrics() {
+        let raw: serde_yaml::Value = serde_yaml::from_str(
+            "rules:\n  - {name: c, metric: cost_per_hour, source: metrics, warning: 1}\n",
+        )
+        .unwrap();
+        let config: ThresholdConfig = parse_config(raw).unwrap();
+        let err = Evaluator::new("t", &config, Clock::starting_now())
+            .err()
+            .unwrap();
+        assert_eq!(err.path, vec!["rules", "[0]", "source"]);
+    }
+}

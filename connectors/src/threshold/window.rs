@@ -9,15 +9,74 @@ use super::sketch::Sketch;
 /// (25 s for 5 minutes, 5 minutes for an hour).
 pub const SLOTS_PER_WINDOW: u64 = 12;
 
-/// One sample of a rule.
+/// What a rule adds to its window: one span, or one histogram data
+/// point's worth of calls.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample<'a> {
-    pub value: f64,
-    pub failed: bool,
+    pub count: u64,
+    pub failed: u64,
+    pub sum: f64,
+    pub max: f64,
+    /// How the values spread, for the quantile sketch.
+    pub spread: Spread<'a>,
     /// Worth naming in the alert: a failure, or a value past the warning
     /// threshold.
     pub notable: bool,
+    /// Empty for a metric data point.
     pub trace_id: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Spread<'a> {
+    One(f64),
+    /// An OTLP explicit-bucket histogram: `counts` has one more entry than
+    /// `bounds`; each bucket's calls count at its midpoint (the first at
+    /// half its bound, the overflow at the last bound), times `scale`.
+    Buckets {
+        bounds: &'a [f64],
+        counts: &'a [u64],
+        scale: f64,
+    },
+}
+
+impl Sample<'_> {
+    /// One span's value.
+    pub fn one(value: f64, failed: bool, notable: bool, trace_id: &[u8]) -> Sample<'_> {
+        Sample {
+            count: 1,
+            failed: u64::from(failed),
+            sum: value,
+            max: value,
+            spread: Spread::One(value),
+            notable,
+            trace_id,
+        }
+    }
+}
+
+impl Spread<'_> {
+    fn add_to(&self, sketch: &mut Sketch) {
+        match *self {
+            Spread::One(value) => sketch.add(value),
+            Spread::Buckets {
+                bounds,
+                counts,
+                scale,
+            } => {
+                for (index, count) in counts.iter().enumerate() {
+                    let upper = bounds.get(index).copied();
+                    let lower = index.checked_sub(1).and_then(|i| bounds.get(i)).copied();
+                    let value = match (lower, upper) {
+                        (Some(lower), Some(upper)) => (lower + upper) / 2.0,
+                        (None, Some(upper)) => upper / 2.0,
+                        (Some(lower), None) => lower,
+                        (None, None) => 0.0,
+                    };
+                    sketch.add_many(value * scale, *count);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,12 +128,12 @@ impl Window {
                 ..Slot::default()
             };
         }
-        slot.count += 1;
-        slot.failed += u64::from(sample.failed);
-        slot.sum += sample.value;
-        slot.max = slot.max.max(sample.value);
+        slot.count += sample.count;
+        slot.failed += sample.failed;
+        slot.sum += sample.sum;
+        slot.max = slot.max.max(sample.max);
         if let Some(sketch) = &mut slot.sketch {
-            sketch.add(sample.value);
+            sample.spread.add_to(sketch);
         }
         if sample.notable
             && self.max_examples > 0
@@ -157,12 +216,7 @@ mod tests {
     ];
 
     fn sample(value: f64, failed: bool) -> Sample<'static> {
-        Sample {
-            value,
-            failed,
-            notable: failed,
-            trace_id: &IDS[value as usize],
-        }
+        Sample::one(value, failed, failed, &IDS[value as usize])
     }
 
     #[test]
@@ -181,5 +235,34 @@ mod tests {
         assert!(!window.is_empty_at(22));
         assert!(window.is_empty_at(24));
         assert_eq!(window.sum_of_window_from(0), 6.0);
+    }
+
+    #[test]
+    fn a_histogram_point_adds_its_calls_at_their_buckets() {
+        let mut window = Window::new(true, 0);
+        let bounds = [0.1, 0.5, 1.0];
+        let counts = [10, 80, 8, 2];
+        window.add(
+            0,
+            Sample {
+                count: 100,
+                failed: 3,
+                sum: 30_000.0,
+                max: 1000.0,
+                spread: Spread::Buckets {
+                    bounds: &bounds,
+                    counts: &counts,
+                    scale: 1000.0,
+                },
+                notable: true,
+                trace_id: &[],
+            },
+        );
+        let summary = window.summary(0);
+        assert_eq!((summary.count, summary.failed), (100, 3));
+        assert!(summary.examples.is_empty());
+        // The 95th call is in (0.5 s, 1 s]: counted at 750 ms.
+        let p95 = summary.sketch.unwrap().quantile(0.95).unwrap();
+        assert!((p95 - 750.0).abs() < 10.0, "{p95}");
     }
 }
