@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import free_port, wait_for_port  # noqa: E402
-from bench_store import cpu_seconds, metric  # noqa: E402
+from bench_store import cpu_seconds, metric, stop  # noqa: E402
 
 
 PIPELINES = {
@@ -90,12 +89,7 @@ def one_run(args, with_threshold):
         cpu = cpu_seconds([daemon.pid]) - cpu0
         return {"threshold": with_threshold, "spans": accepted, "cpu_s_per_m_spans": cpu / accepted * 1e6}
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        log.close()
+        stop(daemon, log)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

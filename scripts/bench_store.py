@@ -97,6 +97,16 @@ class Postgres:
             print(err)
 
 
+def stop(daemon, log):
+    """SIGTERM, and SIGKILL if the daemon has not drained in two minutes."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+    log.close()
+
+
 def metric(telemetry, series):
     with urllib.request.urlopen(f"{telemetry}/metrics", timeout=5) as response:
         for line in response.read().decode().splitlines():
@@ -161,12 +171,7 @@ def one_run(args, backend):
             "postgres_cpu_s_per_m_spans": pg_cpu / stored * 1e6 if stored and postgres else None,
         }
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        log.close()
+        stop(daemon, log)
         if postgres:
             postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)

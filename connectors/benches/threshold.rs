@@ -7,7 +7,6 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lookout_connectors::threshold::{Clock, Evaluator, ThresholdConfig};
 use lookout_loadgen::workload::{Generator, WorkloadConfig};
-use lookout_pipelines::{ComponentId, Payload, Signal};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 #[global_allocator]
@@ -15,25 +14,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn payload() -> Vec<ResourceSpans> {
     let mut generator = Generator::new(WorkloadConfig::default());
-    let mut resources: Vec<ResourceSpans> = (0..80).flat_map(|_| generator.request()).collect();
-    let processors = lookout_processors::factories();
-    for kind in ["genai", "cost"] {
-        let factory = processors.iter().find(|f| f.kind == kind).expect(kind);
-        let id = ComponentId::parse(kind).expect("id");
-        let mut processor =
-            (factory.build)(&id, serde_yaml::Value::Null, Signal::Traces).expect("build");
-        let mut out = Vec::new();
-        processor.process(Payload::Traces(resources), &mut out);
-        processor.flush(&mut out);
-        resources = out
-            .into_iter()
-            .flat_map(|p| match p {
-                Payload::Traces(r) => r,
-                _ => Vec::new(),
-            })
-            .collect();
-    }
-    resources
+    let resources: Vec<ResourceSpans> = (0..80).flat_map(|_| generator.request()).collect();
+    lookout_processors::run_traces(&[("genai", "{}"), ("cost", "{}")], resources)
+        .expect("genai and cost")
 }
 
 fn ingest(c: &mut Criterion) {

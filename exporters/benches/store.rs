@@ -17,7 +17,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lookout_exporters::store::{postgres_factory, sqlite_factory};
 use lookout_loadgen::workload::{Generator, WorkloadConfig};
 use lookout_pipelines::exporter_helper::ExporterHelperConfig;
-use lookout_pipelines::{ComponentId, Exporter, ExporterFactory, Payload, Signal};
+use lookout_pipelines::{ComponentId, Exporter, ExporterFactory, Payload};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 // The daemon's allocator, so that the exporter's CPU is measured as it runs.
@@ -41,32 +41,14 @@ fn payload() -> Vec<ResourceSpans> {
         config.prompt_bytes = bytes;
     }
     let mut generator = Generator::new(config);
-    let mut resources: Vec<ResourceSpans> = (0..REQUESTS_PER_PAYLOAD)
+    let resources: Vec<ResourceSpans> = (0..REQUESTS_PER_PAYLOAD)
         .flat_map(|_| generator.request())
         .collect();
-    let processors = lookout_processors::factories();
-    for kind in ["genai", "cost"] {
-        let factory = processors.iter().find(|f| f.kind == kind).expect(kind);
-        let id = ComponentId::parse(kind).expect("id");
-        let raw = serde_yaml::from_str(if kind == "cost" {
-            "trace_rollup: {enabled: false}"
-        } else {
-            "{}"
-        })
-        .expect("yaml");
-        let mut processor = (factory.build)(&id, raw, Signal::Traces).expect("build");
-        let mut out = Vec::new();
-        processor.process(Payload::Traces(resources), &mut out);
-        processor.flush(&mut out);
-        resources = out
-            .into_iter()
-            .flat_map(|p| match p {
-                Payload::Traces(r) => r,
-                _ => Vec::new(),
-            })
-            .collect();
-    }
-    resources
+    lookout_processors::run_traces(
+        &[("genai", "{}"), ("cost", "trace_rollup: {enabled: false}")],
+        resources,
+    )
+    .expect("genai and cost")
 }
 
 /// A copy of `template` whose trace ids no earlier copy used.
