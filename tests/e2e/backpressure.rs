@@ -166,7 +166,14 @@ async fn a_dead_exporter_pushes_back_without_starving_its_sibling() {
     // The stuck exporter cannot deliver by the deadline: that is reported.
     let status = daemon.terminate().await;
     assert_eq!(status.code(), Some(2), "an unclean shutdown exits 2");
-    assert!(daemon.log().contains("queued data not delivered"));
+    // What was queued, or what a consumer still held when the deadline
+    // cut it off, depending on where the hard stop finds the data.
+    let log = daemon.log();
+    assert!(
+        log.contains("queued data not delivered")
+            || log.contains("dropping data that could not be sent"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
