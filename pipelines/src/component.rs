@@ -338,8 +338,19 @@ pub struct ConnectorFactory {
     pub consumes: &'static [Signal],
     /// The signals of the pipelines it starts.
     pub emits: &'static [Signal],
-    pub build: BuildFn<Connector>,
+    pub build: ConnectorBuildFn,
 }
+
+/// What a connector may check its config against: the exporters of the
+/// pipelines it starts (a `routes` list naming one that is not there is a
+/// config error, not silence at run time).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorContext {
+    pub downstream_exporters: Vec<ComponentId>,
+}
+
+type ConnectorBuildFn =
+    fn(&ComponentId, serde_yaml::Value, &ConnectorContext) -> Result<Connector, BuildError>;
 
 /// Every component type the binary knows.
 #[derive(Default)]

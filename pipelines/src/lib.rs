@@ -16,9 +16,9 @@ pub mod telemetry;
 pub mod topology;
 
 pub use component::{
-    BuildError, ComponentId, ComponentKind, Components, Connector, ConnectorFactory, ExportError,
-    Exporter, ExporterFactory, Processor, ProcessorFactory, Receiver, ReceiverContext,
-    ReceiverFactory,
+    BuildError, ComponentId, ComponentKind, Components, Connector, ConnectorContext,
+    ConnectorFactory, ExportError, Exporter, ExporterFactory, Processor, ProcessorFactory,
+    Receiver, ReceiverContext, ReceiverFactory,
 };
 pub use payload::{Payload, Signal};
 pub use stage_channel::{Backpressure, Consumer, Consumers, PipelineInput, Refused};

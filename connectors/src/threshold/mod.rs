@@ -73,8 +73,8 @@ use jiff::tz::TimeZone;
 use lookout_pipelines::alert::{Alert, AlertSeverity, AlertStatus};
 use lookout_pipelines::component::{ReceiverContext, ServeFuture, parse_config};
 use lookout_pipelines::{
-    BuildError, ComponentId, Connector, ConnectorFactory, Consumer, ExportError, Exporter, Payload,
-    Receiver, Refused, Signal,
+    BuildError, ComponentId, Connector, ConnectorContext, ConnectorFactory, Consumer, ExportError,
+    Exporter, Payload, Receiver, Refused, Signal,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
@@ -94,8 +94,9 @@ pub fn factory() -> ConnectorFactory {
         kind: "threshold",
         consumes: &[Signal::Traces, Signal::Metrics],
         emits: &[Signal::Alerts],
-        build: |id: &ComponentId, raw| {
+        build: |id: &ComponentId, raw, context: &ConnectorContext| {
             let config: ThresholdConfig = parse_config(raw)?;
+            check_routes(&config, &context.downstream_exporters)?;
             let evaluator = Evaluator::new(&id.to_string(), &config, Clock::starting_now())?;
             let shared = Arc::new(Mutex::new(evaluator));
             Ok(Connector {
@@ -109,6 +110,22 @@ pub fn factory() -> ConnectorFactory {
             })
         },
     }
+}
+
+/// Every exporter that `routes` names must be in a pipeline this
+/// connector starts: a typo would otherwise deliver nothing, silently.
+fn check_routes(config: &ThresholdConfig, downstream: &[ComponentId]) -> Result<(), BuildError> {
+    for (severity, exporters) in &config.routes {
+        for exporter in exporters {
+            if !downstream.iter().any(|id| id.to_string() == *exporter) {
+                return Err(BuildError::at(
+                    &["routes", severity.as_str()],
+                    format!("`{exporter}` is not an exporter of a pipeline this connector starts"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns tokio's clock (which tests pause) into wall time and days in the

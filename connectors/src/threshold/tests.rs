@@ -732,3 +732,32 @@ mod metrics_input {
         assert_eq!(err.path, vec!["rules", "[0]", "source"]);
     }
 }
+
+#[test]
+fn routes_must_name_exporters_of_the_alerts_pipelines() {
+    let raw = || -> serde_yaml::Value {
+        serde_yaml::from_str("routes:\n  critical: [slack/oncall]\n  warning: [slack/monitoring]\n")
+            .unwrap()
+    };
+    let id = ComponentId::parse("threshold").unwrap();
+    let downstream = |ids: &[&str]| lookout_pipelines::ConnectorContext {
+        downstream_exporters: ids.iter().map(|i| ComponentId::parse(i).unwrap()).collect(),
+    };
+    let err = (factory().build)(&id, raw(), &downstream(&["slack/oncall", "debug"]))
+        .err()
+        .unwrap();
+    assert_eq!(err.path, vec!["routes", "warning"]);
+    assert!(
+        err.message.contains("`slack/monitoring`"),
+        "{}",
+        err.message
+    );
+    assert!(
+        (factory().build)(
+            &id,
+            raw(),
+            &downstream(&["slack/oncall", "slack/monitoring"])
+        )
+        .is_ok()
+    );
+}

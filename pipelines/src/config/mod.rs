@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::component::{
-    BuildError, ComponentId, ComponentKind, Components, Exporter, Processor, Receiver, parse_config,
+    BuildError, ComponentId, ComponentKind, Components, ConnectorContext, Exporter, Processor,
+    Receiver, parse_config,
 };
 use crate::exporter_helper::ExporterHelperConfig;
 use crate::payload::Signal;
@@ -624,7 +625,14 @@ impl Definitions<'_> {
                     continue;
                 }
             };
-            match (factory.build)(id, own) {
+            let context = ConnectorContext {
+                downstream_exporters: pipelines
+                    .iter()
+                    .filter(|p| p.receivers.contains(id))
+                    .flat_map(|p| p.exporters.iter().cloned())
+                    .collect(),
+            };
+            match (factory.build)(id, own, &context) {
                 Ok(connector) => {
                     receivers.push((id.clone(), connector.receiver));
                     exporters.push(ExporterPlan {

@@ -59,8 +59,9 @@ fn components() -> Components {
             kind: "threshold",
             consumes: &[Signal::Traces],
             emits: &[Signal::Alerts],
-            build: |_, raw| {
+            build: |_, raw, context| {
                 let _: Endpoint = parse_config(raw)?;
+                assert_eq!(context.downstream_exporters.len(), 1);
                 Ok(crate::component::Connector {
                     exporter: Box::new(Nothing),
                     receiver: Box::new(Nothing),
