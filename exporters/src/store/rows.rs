@@ -210,9 +210,6 @@ impl Mapping {
         let tokens = input_tokens.unwrap_or(0) + output_tokens.unwrap_or(0);
         let cost = cost_units
             .map(|units| cost_row(attributes, kind, units, tokens, agent.as_ref(), model));
-        let metrics = agent.as_ref().map_or_else(Vec::new, |agent| {
-            metric_rows(agent, duration_ms, input_tokens, output_tokens)
-        });
         let mut row = SpanRow {
             trace_id,
             span_id,
@@ -234,10 +231,17 @@ impl Mapping {
             output_tokens,
             agent,
             cost,
-            metrics,
+            metrics: Vec::new(),
         };
+        // One row per workflow. An agent execution's latency and tokens
+        // are columns of its `agent_executions` row; repeating them here
+        // cost a quarter of the store's write throughput (BENCHMARKS.md).
         if row.is_root() {
-            let metadata = json_text(&json!({"workflow_name": row.workflow_name}));
+            let metadata = json_text(&json!({
+                "workflow_name": row.workflow_name,
+                "service_name": row.service_name,
+                "success": !row.is_error(),
+            }));
             row.metrics.push(MetricRow {
                 metric_type: "workflow_latency_ms",
                 value: duration_ms.min(MAX_METRIC),
@@ -410,30 +414,6 @@ fn cost_row(
         agent_type: agent.map(|a| a.agent_type.clone()),
         model,
     }
-}
-
-/// One `latency_ms` row per agent execution, its token figures in the
-/// metadata beside what it was: one row rather than one per figure, since
-/// the metric rows are a quarter of the store's write cost.
-fn metric_rows(
-    agent: &AgentRow,
-    duration_ms: f64,
-    input_tokens: Option<i64>,
-    output_tokens: Option<i64>,
-) -> Vec<MetricRow> {
-    let metadata = json_text(&json!({
-        "agent_type": agent.agent_type,
-        "kind": agent.kind,
-        "model": agent.model,
-        "success": agent.success,
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-    }));
-    vec![MetricRow {
-        metric_type: "latency_ms",
-        value: duration_ms.min(MAX_METRIC),
-        metadata,
-    }]
 }
 
 /// The span's kind: the `genai` processor's `lookout.genai.kind`, else
@@ -626,7 +606,7 @@ mod tests {
     }
 
     #[test]
-    fn a_model_call_becomes_an_agent_execution_a_cost_and_a_metric() {
+    fn a_model_call_becomes_an_agent_execution_and_a_cost() {
         let batch = batch(vec![llm_span(1, 2, Some(1), 0.00123)]);
         let row = &batch.spans[0];
         assert_eq!(row.trace_id, "01".repeat(16));
@@ -640,16 +620,9 @@ mod tests {
         assert_eq!(cost.cost_type, "llm");
         assert_eq!(cost.usage_units, Some(150));
         assert!((cost.unit_cost.unwrap() - 0.00123 / 150.0).abs() < 1e-15);
-        let metrics: Vec<_> = row.metrics.iter().map(|m| m.metric_type).collect();
-        assert_eq!(metrics, ["latency_ms"]);
-        let metadata: serde_json::Value = serde_json::from_str(&row.metrics[0].metadata).unwrap();
-        assert_eq!(
-            (
-                metadata["input_tokens"].as_i64(),
-                metadata["output_tokens"].as_i64()
-            ),
-            (Some(100), Some(50))
-        );
+        assert_eq!((row.input_tokens, row.output_tokens), (Some(100), Some(50)));
+        // Its latency and tokens are the execution's columns, not metrics.
+        assert!(row.metrics.is_empty());
     }
 
     #[test]

@@ -131,12 +131,12 @@ async fn a_batch_becomes_rows_and_a_replay_adds_none() {
     let batch = mapping().batch(&resources(trace(1, "call-1", NOW_NS)));
     let first = write(&backend, &batch).await.unwrap();
     assert_eq!((first.stored, first.duplicates), (3, 0));
-    // 1 trace, 2 model calls, 2 costs, 2 latencies + the workflow latency, 3 spans.
-    assert_eq!(counts(&backend).await, [1, 2, 2, 3, 3]);
+    // 1 trace, 2 model calls, 2 costs, the workflow latency, 3 spans.
+    assert_eq!(counts(&backend).await, [1, 2, 2, 1, 3]);
 
     let replay = write(&backend, &batch).await.unwrap();
     assert_eq!((replay.stored, replay.duplicates), (0, 3));
-    assert_eq!(counts(&backend).await, [1, 2, 2, 3, 3]);
+    assert_eq!(counts(&backend).await, [1, 2, 2, 1, 3]);
 
     let traces = store.traces_by_call_id("call-1").await.unwrap();
     assert_eq!(traces.len(), 1);
@@ -220,10 +220,10 @@ async fn retention_deletes_only_expired_rows() {
         .unwrap();
     assert_eq!(
         deleted,
-        1 + 2 + 3 + 2 + 3 + 1,
+        1 + 2 + 3 + 2 + 1 + 1,
         "a trace, its rows and an alert"
     );
-    assert_eq!(counts(&backend).await, [1, 2, 2, 3, 3]);
+    assert_eq!(counts(&backend).await, [1, 2, 2, 1, 3]);
     assert!(store.traces_by_call_id("old").await.unwrap().is_empty());
     assert_eq!(store.traces_by_call_id("recent").await.unwrap().len(), 1);
     let alerts = store.recent_alerts(10).await.unwrap();
