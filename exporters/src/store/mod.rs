@@ -23,11 +23,12 @@
 //! then, `completed` or `error`), and `total_cost` is the sum of its spans'
 //! costs. One `agent_executions` row per agent or model-call span, one
 //! `cost_details` row per priced span (`llm`, `tts` or `api`), and one
-//! `performance_metrics` row per agent execution (`latency_ms`, its token
-//! figures in `metadata`) and per root span (`workflow_latency_ms`). `spans`
+//! `performance_metrics` row per workflow (`workflow_latency_ms`, from the
+//! root span): an execution's latency and tokens are its own columns, and
+//! repeating them as metric rows cost a quarter of the write path. `spans`
 //! keeps every span with its attributes (prompts and completions that became
 //! an agent execution's input and output are not stored twice).
-//! `alert_history` is written by alerting, through `query::Store`.
+//! `alert_history` gets one row per alert episode from the alerts pipeline.
 //!
 //! **Idempotent.** Trace id + span id key every span: a span stored
 //! before adds nothing to any table, so retries and replays are harmless.
