@@ -598,6 +598,22 @@ impl Definitions<'_> {
                 Err(err) => report.build_error(&prefix, err),
             }
         }
+        self.build_connectors(pipelines, report, &mut receivers, &mut exporters);
+        UsedComponents {
+            receivers,
+            exporters,
+        }
+    }
+
+    /// Builds every connector that both ends and starts a pipeline: its
+    /// receiver end joins the receivers, its exporter end the exporters.
+    fn build_connectors(
+        &self,
+        pipelines: &[PipelinePlan],
+        report: &mut Report,
+        receivers: &mut Vec<(ComponentId, Box<dyn Receiver>)>,
+        exporters: &mut Vec<ExporterPlan>,
+    ) {
         for (id, raw) in &self.connectors {
             let as_exporter = pipelines.iter().any(|p| p.exporters.contains(id));
             let as_receiver = pipelines.iter().any(|p| p.receivers.contains(id));
@@ -643,10 +659,6 @@ impl Definitions<'_> {
                 }
                 Err(err) => report.build_error(&prefix, err),
             }
-        }
-        UsedComponents {
-            receivers,
-            exporters,
         }
     }
 }
