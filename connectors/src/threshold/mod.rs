@@ -76,7 +76,6 @@ use lookout_pipelines::{
     BuildError, ComponentId, Connector, ConnectorContext, ConnectorFactory, Consumer, ExportError,
     Exporter, Payload, Receiver, Refused, Signal,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use time::OffsetDateTime;
@@ -87,7 +86,7 @@ pub use config::{MetricKind, RuleConfig, ThresholdConfig, default_rules};
 use lifecycle::Timing;
 use points::Deltas;
 use rule::{Now, Rule};
-use sample::SpanView;
+use sample::{SpanView, string_attribute};
 
 pub fn factory() -> ConnectorFactory {
     ConnectorFactory {
@@ -162,6 +161,8 @@ pub struct Evaluator {
     rules: Vec<Rule>,
     timing: Timing,
     clock: Clock,
+    /// The date the connector started on, in `time_zone`: day 0.
+    start_day: jiff::civil::Date,
     time_zone: TimeZone,
     routes: Vec<(AlertSeverity, Vec<String>)>,
     connector: String,
@@ -200,6 +201,7 @@ impl Evaluator {
                 repeat_interval: config.repeat_interval,
                 escalation_timeout: config.escalation_timeout,
             },
+            start_day: clock.start_wall.to_zoned(time_zone.clone()).date(),
             clock,
             time_zone,
             routes: config.routes.clone().into_iter().collect(),
@@ -218,13 +220,9 @@ impl Evaluator {
 
     fn now(&self, instant: Instant) -> Now {
         let wall = self.clock.wall(instant);
-        let start_day = self
-            .clock
-            .start_wall
-            .to_zoned(self.time_zone.clone())
-            .date();
         let today = wall.to_zoned(self.time_zone.clone()).date();
-        let day = start_day
+        let day = self
+            .start_day
             .until(today)
             .map_or(0, |span| span.get_days().max(0) as u64);
         Now {
@@ -308,12 +306,7 @@ impl Evaluator {
 }
 
 fn service_name(resource: &ResourceSpans) -> Option<&str> {
-    let attributes = &resource.resource.as_ref()?.attributes;
-    let value = attributes.iter().find(|kv| kv.key == "service.name")?;
-    match value.value.as_ref()?.value.as_ref()? {
-        AnyValue::StringValue(name) => Some(name),
-        _ => None,
-    }
+    string_attribute(&resource.resource.as_ref()?.attributes, "service.name")
 }
 
 fn log_notification(alert: &Alert) {

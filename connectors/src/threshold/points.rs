@@ -11,14 +11,13 @@
 use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, HistogramDataPoint, Metric, ResourceMetrics,
 };
 
 use super::config::Label;
-use super::sample::Labels;
+use super::sample::{Labels, string_attribute};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -83,7 +82,7 @@ impl Deltas {
             let service = resource
                 .resource
                 .as_ref()
-                .and_then(|r| text(&r.attributes, "service.name"));
+                .and_then(|r| string_attribute(&r.attributes, "service.name"));
             for metric in resource.scope_metrics.iter().flat_map(|s| &s.metrics) {
                 let Some((family, points, temporality)) = histogram(metric) else {
                     continue;
@@ -111,13 +110,13 @@ impl Deltas {
     ) -> Result<Option<PointView<'a>>, ()> {
         let attributes = &point.attributes[..];
         let mut labels: Labels<'a> = [None; Label::COUNT];
-        labels[Label::Agent as usize] = text(attributes, "gen_ai.agent.name");
-        labels[Label::Model as usize] = text(attributes, "gen_ai.response.model")
-            .or_else(|| text(attributes, "gen_ai.request.model"));
-        labels[Label::Provider as usize] =
-            text(attributes, "gen_ai.provider.name").or_else(|| text(attributes, "gen_ai.system"));
+        labels[Label::Agent as usize] = string_attribute(attributes, "gen_ai.agent.name");
+        labels[Label::Model as usize] = string_attribute(attributes, "gen_ai.response.model")
+            .or_else(|| string_attribute(attributes, "gen_ai.request.model"));
+        labels[Label::Provider as usize] = string_attribute(attributes, "gen_ai.provider.name")
+            .or_else(|| string_attribute(attributes, "gen_ai.system"));
         labels[Label::Service as usize] = service;
-        labels[Label::Operation as usize] = text(attributes, "gen_ai.operation.name");
+        labels[Label::Operation as usize] = string_attribute(attributes, "gen_ai.operation.name");
         let failed = attributes.iter().any(|kv| kv.key == "error.type");
         let sum = point
             .sum
@@ -198,14 +197,6 @@ fn histogram(metric: &Metric) -> Option<(Family, &[HistogramDataPoint], i32)> {
     let family = Family::of(&metric.name)?;
     match &metric.data {
         Some(Data::Histogram(h)) => Some((family, &h.data_points, h.aggregation_temporality)),
-        _ => None,
-    }
-}
-
-fn text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    let value = attributes.iter().find(|kv| kv.key == key)?;
-    match value.value.as_ref()?.value.as_ref()? {
-        AnyValue::StringValue(s) if !s.is_empty() => Some(s),
         _ => None,
     }
 }

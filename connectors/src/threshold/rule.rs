@@ -200,26 +200,18 @@ impl Rule {
         let Some(key) = self.group_key(labels) else {
             return;
         };
-        if !self.groups.contains_key(&key) {
-            if self.groups.len() >= self.max_groups {
-                self.dropped_samples.increment(1);
-                return;
-            }
-            let group = self.new_group(labels);
-            self.groups.insert(key, group);
-        }
-        let Some(group) = self.groups.get_mut(&key) else {
+        // One lookup per sample on the common path: the group exists.
+        if let Some(group) = self.groups.get_mut(&key) {
+            group.add(self.metric, self.baseline_windows, sample, slot, day);
             return;
-        };
-        if self.metric == MetricKind::CostSpike {
-            group.close_baseline(slot, self.baseline_windows);
         }
-        if self.metric == MetricKind::DailyBudgetUsed {
-            group.roll_day(day);
-            group.day_total += sample.sum;
-            group.day_samples += sample.count;
+        if self.groups.len() >= self.max_groups {
+            self.dropped_samples.increment(1);
+            return;
         }
-        group.window.add(slot, sample);
+        let mut group = self.new_group(labels);
+        group.add(self.metric, self.baseline_windows, sample, slot, day);
+        self.groups.insert(key, group);
     }
 
     fn passes_filters(&self, labels: &Labels) -> bool {
@@ -302,40 +294,16 @@ impl Rule {
     pub fn evaluate(&mut self, now: &Now, timing: &Timing) -> Vec<Alert> {
         let slot = self.slot(now);
         let mut alerts = Vec::new();
-        let mut idle = Vec::new();
-        let keys: Vec<u64> = self.groups.keys().copied().collect();
-        for key in keys {
-            let Some(mut group) = self.groups.remove(&key) else {
-                continue;
-            };
-            let observation = self.observe(&mut group, slot, now.day);
-            let level = observation.value.and_then(|value| self.level(value));
-            if let Some(value) = observation.value {
-                group.last_value = Some(value);
-            }
-            let notify = group
-                .phase
-                .step(level, self.hold_for, timing, now.instant, now.wall);
-            if let Some(notify) = notify {
-                let alert = self.alert(&group, &observation, notify, now.wall);
-                // P1 is the most urgent, and the smallest.
-                let class = alert.incident_class;
-                group.peak_class = match alert.status {
-                    AlertStatus::Firing => {
-                        Some(group.peak_class.map_or(class, |peak| peak.min(class)))
-                    }
-                    AlertStatus::Resolved => None,
-                };
+        // Out of `self` while they step, so that the rule's settings can be
+        // read beside each group; quiet groups are forgotten on the way.
+        let mut groups = std::mem::take(&mut self.groups);
+        groups.retain(|_, group| {
+            if let Some(alert) = self.step(group, slot, now, timing) {
                 alerts.push(alert);
             }
-            if self.is_idle(&group, slot) {
-                idle.push(key);
-            }
-            self.groups.insert(key, group);
-        }
-        for key in idle {
-            self.groups.remove(&key);
-        }
+            !self.is_idle(group, slot)
+        });
+        self.groups = groups;
         alerts
     }
 
@@ -347,6 +315,27 @@ impl Rule {
             .values()
             .map(|g| g.window.summary(slot).count)
             .sum()
+    }
+
+    /// Observes one group, moves its lifecycle on, and returns the
+    /// notification due, if any.
+    fn step(&self, group: &mut Group, slot: u64, now: &Now, timing: &Timing) -> Option<Alert> {
+        let observation = self.observe(group, slot, now.day);
+        let level = observation.value.and_then(|value| self.level(value));
+        if let Some(value) = observation.value {
+            group.last_value = Some(value);
+        }
+        let notify = group
+            .phase
+            .step(level, self.hold_for, timing, now.instant, now.wall)?;
+        let alert = self.alert(group, &observation, notify, now.wall);
+        // P1 is the most urgent, and the smallest.
+        let class = alert.incident_class;
+        group.peak_class = match alert.status {
+            AlertStatus::Firing => Some(group.peak_class.map_or(class, |peak| peak.min(class))),
+            AlertStatus::Resolved => None,
+        };
+        Some(alert)
     }
 
     pub fn firing_count(&self) -> usize {
@@ -525,6 +514,25 @@ impl Rule {
 }
 
 impl Group {
+    fn add(
+        &mut self,
+        metric: MetricKind,
+        baseline_windows: usize,
+        sample: Sample,
+        slot: u64,
+        day: u64,
+    ) {
+        if metric == MetricKind::CostSpike {
+            self.close_baseline(slot, baseline_windows);
+        }
+        if metric == MetricKind::DailyBudgetUsed {
+            self.roll_day(day);
+            self.day_total += sample.sum;
+            self.day_samples += sample.count;
+        }
+        self.window.add(slot, sample);
+    }
+
     /// Pushes the sums of the whole windows that ended before `slot`'s
     /// window into the baseline. Called before `slot` is written, so the
     /// previous window's slots are still in the ring.

@@ -2,6 +2,8 @@
 //! number of rules.
 
 use lookout_pipelines::genai::SpanFields;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 
 use super::config::{Label, SpanSelector};
@@ -64,5 +66,14 @@ impl<'a> SpanView<'a> {
             SpanSelector::Tool => self.is_tool,
             SpanSelector::Root => self.is_root,
         }
+    }
+}
+
+/// A non-empty string attribute.
+pub fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    let value = attributes.iter().find(|kv| kv.key == key)?;
+    match value.value.as_ref()?.value.as_ref()? {
+        AnyValue::StringValue(s) if !s.is_empty() => Some(s),
+        _ => None,
     }
 }
